@@ -1,0 +1,3 @@
+"""FLAM toolkit — `captioning` package."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+"""FLAM toolkit — `model` package."""
+
+__version__ = "0.1.0"

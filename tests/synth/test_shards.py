@@ -1,0 +1,151 @@
+"""Deterministic tar shards: fixed headers, sorted entries, atomic publish, config checks, WebDataset read-back."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tarfile
+
+import numpy as np
+import pytest
+import webdataset as wds
+
+from synth import shards
+
+
+def _samples(n: int, seed: int = 0) -> dict[str, dict[str, bytes]]:
+    rng = np.random.default_rng(seed)
+    return {
+        shards.sample_key(i): {
+            "json": json.dumps({"key": shards.sample_key(i), "v": i}).encode(),
+            "flac": rng.integers(0, 256, size=100 + i, dtype=np.uint8).tobytes(),
+        }
+        for i in range(n)
+    }
+
+
+def test_names_and_ranges():
+    assert shards.sample_key(7) == "000000007"
+    assert shards.shard_name(3) == "shard-000003.tar"
+    assert shards.num_shards(10, 4) == 3
+    assert list(shards.shard_range(2, 4, 10)) == [8, 9]
+    with pytest.raises(ValueError, match="out of range"):
+        shards.shard_range(3, 4, 10)
+    with pytest.raises(ValueError, match="shard_size"):
+        shards.num_shards(10, 0)
+
+
+def test_tar_headers_are_pinned_and_sorted(tmp_path):
+    data = _samples(3)
+    raw = shards.tar_bytes(dict(reversed(list(data.items()))))  # given in reverse: still sorted
+    path = tmp_path / "a.tar"
+    path.write_bytes(raw)
+    with tarfile.open(path) as tar:
+        members = tar.getmembers()
+    assert [m.name for m in members] == [f"{k}.{e}" for k in sorted(data) for e in ("flac", "json")]
+    for m in members:
+        assert (m.mtime, m.uid, m.gid, m.uname, m.gname, m.mode) == (
+            shards.TAR_MTIME,
+            0,
+            0,
+            shards.TAR_UNAME,
+            shards.TAR_GNAME,
+            0o644,
+        )
+    assert len(raw) % tarfile.RECORDSIZE == 0
+    assert shards.tar_bytes(data) == raw  # same content -> same bytes
+
+
+def test_shard_writer_streams_same_bytes_as_tar_bytes_and_reads_back_with_webdataset(tmp_path):
+    data = _samples(5)
+    path = str(tmp_path / shards.shard_name(0))
+    side = str(tmp_path / shards.sidecar_name(0))
+    with shards.ShardWriter(path) as w:
+        for key in sorted(data):
+            w.write(key, data[key])
+        info = w.close({"shard": 0, "name": shards.shard_name(0), "first_index": 0}, side)
+    raw = open(path, "rb").read()
+    assert raw == shards.tar_bytes(data)
+    assert info == {"sha256": hashlib.sha256(raw).hexdigest(), "bytes": len(raw), "count": 5}
+    assert json.load(open(side))["sha256"] == info["sha256"]
+    got = list(wds.WebDataset(path, shardshuffle=False))
+    assert [s["__key__"] for s in got] == sorted(data)
+    for s in got:
+        assert s["flac"] == data[s["__key__"]]["flac"]
+        assert json.loads(s["json"])["key"] == s["__key__"]
+    assert [n for n in os.listdir(tmp_path) if n.startswith(".")] == []  # no temp files left
+
+
+def test_shard_writer_failure_leaves_no_shard(tmp_path):
+    path = str(tmp_path / shards.shard_name(0))
+    with pytest.raises(RuntimeError, match="boom"):
+        with shards.ShardWriter(path) as w:
+            w.write("000000000", {"json": b"{}"})
+            raise RuntimeError("boom")
+    assert os.listdir(tmp_path) == []
+
+
+def test_shard_writer_rejects_bad_keys(tmp_path):
+    with shards.ShardWriter(str(tmp_path / "x.tar")) as w:
+        w.write("000000001", {"json": b"{}"})
+        with pytest.raises(ValueError, match="must increase"):
+            w.write("000000000", {"json": b"{}"})
+        with pytest.raises(ValueError, match="invalid sample key"):
+            w.write("a.b", {"json": b"{}"})
+        with pytest.raises(TypeError, match="must be bytes"):
+            w.write("000000002", {"json": "text"})
+        w.close()
+
+
+def test_prepare_scan_and_index(tmp_path):
+    split = str(tmp_path / "train")
+    cfg = {"seed": 1, "num_samples": 5, "shard_size": 2}
+    fp = shards.prepare_split_dir(split, cfg)
+    assert shards.prepare_split_dir(split, cfg) == fp  # same config: fine
+    with pytest.raises(shards.ShardConfigError, match="seed: 1 -> 2"):
+        shards.prepare_split_dir(split, {**cfg, "seed": 2})
+
+    data = _samples(5)
+    n = shards.num_shards(5, 2)
+    for k in range(n):
+        keys = [shards.sample_key(i) for i in shards.shard_range(k, 2, 5)]
+        with shards.ShardWriter(os.path.join(split, shards.shard_name(k))) as w:
+            for key in keys:
+                w.write(key, data[key])
+            w.close(
+                {
+                    "shard": k,
+                    "name": shards.shard_name(k),
+                    "first_index": k * 2,
+                    "fingerprint": fp,
+                    "stats": {"events": len(keys)},
+                },
+                os.path.join(split, shards.sidecar_name(k)),
+            )
+    state = shards.scan_split_dir(split, fp, n, 2, 5)
+    assert sorted(state.complete) == [0, 1, 2] and state.todo == []
+
+    # a missing tar, a truncated tar and a stale temp file: those shards are redone, the temp file removed
+    os.remove(os.path.join(split, shards.shard_name(1)))
+    with open(os.path.join(split, shards.shard_name(2)), "r+b") as f:
+        f.truncate(512)
+    stale = os.path.join(split, ".shard-000001.tar.tmp-0123456789ab")
+    open(stale, "wb").write(b"partial")
+    shards.prepare_split_dir(split, cfg)
+    assert not os.path.exists(stale)
+    state = shards.scan_split_dir(split, fp, n, 2, 5)
+    assert sorted(state.complete) == [0] and state.todo == [1, 2]
+    assert shards.scan_split_dir(split, "other", n, 2, 5).todo == [0, 1, 2]
+
+    index = shards.build_index(split, cfg, fp, shards.read_sidecars(split, [0]), extra={"seed": 1})
+    assert index["num_samples"] == 2 and index["totals"] == {"events": 2} and index["seed"] == 1
+    path = shards.write_index(split, index)
+    assert json.load(open(path)) == index
+
+
+def test_scan_rejects_extra_shards(tmp_path):
+    split = str(tmp_path)
+    open(os.path.join(split, shards.shard_name(9)), "wb").write(b"")
+    with pytest.raises(shards.ShardConfigError, match="beyond"):
+        shards.scan_split_dir(split, "fp", 2, 2, 4)

@@ -1,0 +1,143 @@
+"""Persistent caption cache: a folder of append-only JSONL segments, one segment per writer.
+
+Key = sha256 of (model, prompt version, captions per file, sanitised prompt inputs). Every writer (a Beam
+DoFn instance, a process) appends to its own segment file, so concurrent writers on one machine never share a
+file and need no lock; readers load every segment when the cache is opened. Locally each entry is written,
+flushed and fsync'ed before the caption is used, so a killed run loses at most the requests in flight.
+On a remote file system (gs://…, any URI Beam's FileSystems knows) objects cannot be appended to: entries
+are buffered and written as a new segment object every `flush_every` entries and when the writer closes
+(at the end of every bundle in the pipeline), so a killed worker loses at most one unflushed buffer.
+A torn last line (a process killed mid-write) is skipped when reading.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import socket
+import uuid
+from pathlib import Path
+
+from captioning.prompt import CaptionInput, PromptConfig, prompt_data
+
+log = logging.getLogger(__name__)
+
+SEGMENT_GLOB = "seg-*.jsonl"
+
+
+def cache_key(
+    model: str, prompt_version: str, n: int, inp: CaptionInput, cfg: PromptConfig | None = None
+) -> str:
+    """Stable hex key of one request: the model, the prompt version, N and the (sanitised) inputs."""
+    blob = json.dumps(
+        [model, prompt_version, n, prompt_data(inp, cfg or PromptConfig())], sort_keys=True, ensure_ascii=True
+    )
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def _is_remote(location: str) -> bool:
+    return "://" in location and not location.startswith("file://")
+
+
+class CaptionCache:
+    """Read all segments at open; append new entries to this writer's own segment."""
+
+    def __init__(
+        self, location: str | os.PathLike, flush_every: int | None = None, fsync: bool = True
+    ) -> None:
+        self.location = str(location)
+        self.remote = _is_remote(self.location)
+        self.flush_every = flush_every if flush_every is not None else (64 if self.remote else 1)
+        self.fsync = fsync
+        self.writer_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._entries: dict[str, dict] = {}
+        self._buffer: list[dict] = []
+        self._fh = None
+        self._segments_written = 0
+        self.corrupt_lines = 0
+        self._load()
+
+    # ---- reading
+    def _segment_paths(self) -> list[str]:
+        if self.remote:
+            from apache_beam.io.filesystems import FileSystems
+
+            pattern = FileSystems.join(self.location, SEGMENT_GLOB)
+            return sorted(m.path for r in FileSystems.match([pattern]) for m in r.metadata_list)
+        root = Path(self.location.removeprefix("file://"))
+        root.mkdir(parents=True, exist_ok=True)
+        return sorted(str(p) for p in root.glob(SEGMENT_GLOB))
+
+    def _read_text(self, path: str) -> str:
+        if self.remote:
+            from apache_beam.io.filesystems import FileSystems
+
+            with FileSystems.open(path) as fh:
+                return fh.read().decode("utf-8", errors="replace")
+        return Path(path).read_text(encoding="utf-8", errors="replace")
+
+    def _load(self) -> None:
+        for path in self._segment_paths():
+            for line in self._read_text(path).splitlines():
+                if not line.strip():
+                    continue
+                try:
+                    entry = json.loads(line)
+                    self._entries[entry["key"]] = entry
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    self.corrupt_lines += 1
+        if self.corrupt_lines:
+            log.warning("caption cache %s: skipped %d torn/corrupt lines", self.location, self.corrupt_lines)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: str) -> dict | None:
+        """The entry stored under `key`, or None."""
+        return self._entries.get(key)
+
+    # ---- writing
+    def put(self, key: str, entry: dict) -> None:
+        """Store an entry (a JSON-serialisable dict); durable on local disk when this returns."""
+        entry = {**entry, "key": key}
+        self._entries[key] = entry
+        self._buffer.append(entry)
+        if len(self._buffer) >= self.flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write buffered entries (local: append + fsync; remote: one new segment object)."""
+        if not self._buffer:
+            return
+        text = "".join(json.dumps(e, ensure_ascii=False, sort_keys=True) + "\n" for e in self._buffer)
+        if self.remote:
+            from apache_beam.io.filesystems import FileSystems
+
+            name = f"seg-{self.writer_id}-{self._segments_written:06d}.jsonl"
+            with FileSystems.create(FileSystems.join(self.location, name)) as fh:
+                fh.write(text.encode("utf-8"))
+            self._segments_written += 1
+        else:
+            if self._fh is None:
+                root = Path(self.location.removeprefix("file://"))
+                self._fh = open(root / f"seg-{self.writer_id}.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+            self._fh.write(text)
+            self._fh.flush()
+            if self.fsync:
+                os.fsync(self._fh.fileno())
+        self._buffer.clear()
+
+    def close(self) -> None:
+        """Flush and release the segment file."""
+        self.flush()
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def __enter__(self) -> CaptionCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

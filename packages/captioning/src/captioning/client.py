@@ -1,0 +1,199 @@
+"""Async client for an OpenAI-compatible chat-completions endpoint (`vllm serve`), built on `openai.AsyncOpenAI`.
+
+Bounded concurrency (one semaphore around each HTTP request), a per-request timeout, and our own retry loop
+(the openai client's retries are disabled so every attempt is counted here): exponential backoff with jitter
+on 429 / 5xx / timeouts / connection errors (honouring Retry-After), immediate re-asks when the answer is
+malformed or holds no valid caption. Configuration errors (401/403/404) abort: every request would fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+
+import openai
+
+from captioning.parse import CaptionParseError, parse_captions
+from captioning.prompt import CaptionInput, PromptConfig, build_messages, caption_json_schema
+from captioning.validate import ValidationConfig, select_valid
+
+API_KEY_ENV_VARS = ("FLAM_LLM_API_KEY", "OPENAI_API_KEY")
+STRUCTURED_MODES = ("response_format", "guided_json", "none")
+
+
+class LLMConfigError(RuntimeError):
+    """The endpoint rejects us for a reason no retry fixes (bad key, unknown model or URL)."""
+
+
+def api_key_from_env(names: tuple[str, ...] = API_KEY_ENV_VARS) -> str | None:
+    """The first non-empty API key among the environment variables `names` (never logged)."""
+    for name in names:
+        value = os.environ.get(name)
+        if value:
+            return value
+    return None
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """How to reach and query the captioning LLM (paper §4.1 uses Mixtral-8x7B-Instruct)."""
+
+    endpoint: str = "http://127.0.0.1:8000/v1"
+    model: str = "mistralai/Mixtral-8x7B-Instruct-v0.1"
+    captions_per_file: int = 3
+    max_concurrency: int = 16
+    timeout_s: float = 60.0
+    max_attempts: int = 4  # requests per file, transport failures and bad answers together
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+    temperature: float = 0.7
+    max_tokens: int = 512
+    structured_output: str = "response_format"  # response_format | guided_json | none
+    min_valid_captions: int = 1
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+
+    def __post_init__(self) -> None:
+        if self.structured_output not in STRUCTURED_MODES:
+            raise ValueError(
+                f"structured_output must be one of {STRUCTURED_MODES}, got {self.structured_output!r}"
+            )
+        if self.max_concurrency < 1 or self.max_attempts < 1 or self.captions_per_file < 1:
+            raise ValueError("max_concurrency, max_attempts and captions_per_file must be >= 1")
+
+
+@dataclass
+class LLMOutcome:
+    """Result of asking the LLM about one file."""
+
+    captions: list[str] | None  # valid captions, or None when every attempt failed
+    reason: str | None = None  # why it failed (last failure kind)
+    transient: bool = False  # True when the failure was transport-level (not worth caching)
+    attempts: int = 0
+
+
+def backoff_delay(attempt: int, base_s: float, max_s: float, rng: random.Random) -> float:
+    """Exponential backoff with 'equal jitter': d = min(max, base·2^(attempt-1)); sleep U(d/2, d)."""
+    d = min(max_s, base_s * (2 ** max(0, attempt - 1)))
+    return d / 2 + rng.uniform(0, d / 2)
+
+
+def _retry_after_s(exc: openai.APIStatusError) -> float | None:
+    try:
+        value = exc.response.headers.get("retry-after")
+        return float(value) if value is not None else None
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+class CaptionClient:
+    """Ask the LLM for N captions per file; counts every request and failure in `self.counts`."""
+
+    def __init__(self, cfg: ClientConfig, api_key: str | None = None, seed: int | None = None) -> None:
+        self.cfg = cfg
+        key = api_key if api_key is not None else api_key_from_env()
+        # vLLM without --api-key accepts any token; the placeholder is not a secret.
+        self._client = openai.AsyncOpenAI(
+            base_url=cfg.endpoint, api_key=key or "EMPTY", timeout=cfg.timeout_s, max_retries=0
+        )
+        self._sem: asyncio.Semaphore | None = None
+        self._rng = random.Random(seed)
+        self.counts: Counter[str] = Counter()
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    def __repr__(self) -> str:  # never show the key
+        return f"CaptionClient(endpoint={self.cfg.endpoint!r}, model={self.cfg.model!r})"
+
+    def _request_kwargs(self, n: int) -> dict:
+        schema = caption_json_schema(n)
+        kw: dict = {}
+        if self.cfg.structured_output == "response_format":
+            kw["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "captions", "schema": schema, "strict": True},
+            }
+        elif self.cfg.structured_output == "guided_json":
+            kw["extra_body"] = {"guided_json": schema}
+        return kw
+
+    async def _request(self, messages: list[dict], n: int) -> str | None:
+        if self._sem is None:
+            self._sem = asyncio.Semaphore(self.cfg.max_concurrency)
+        async with self._sem:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            self.counts["requests_sent"] += 1
+            try:
+                resp = await self._client.chat.completions.create(
+                    model=self.cfg.model,
+                    messages=messages,
+                    temperature=self.cfg.temperature,
+                    max_tokens=self.cfg.max_tokens,
+                    **self._request_kwargs(n),
+                )
+            finally:
+                self.in_flight -= 1
+        if not resp.choices:
+            return None
+        return resp.choices[0].message.content
+
+    async def caption(self, inp: CaptionInput) -> LLMOutcome:
+        """Up to `max_attempts` requests for one file; returns valid captions or the failure reason."""
+        n = self.cfg.captions_per_file
+        messages = build_messages(inp, n, self.cfg.prompt)
+        reason, transient = None, False
+        for attempt in range(1, self.cfg.max_attempts + 1):
+            if attempt > 1:
+                self.counts["retries"] += 1
+            delay = None
+            try:
+                content = await self._request(messages, n)
+            except openai.RateLimitError as exc:
+                reason, transient = "rate_limited", True
+                delay = _retry_after_s(exc)
+            except openai.APITimeoutError:
+                reason, transient = "timeout", True
+            except openai.APIConnectionError:
+                reason, transient = "connection_error", True
+            except openai.APIStatusError as exc:
+                status = exc.status_code
+                if status in (401, 403, 404):
+                    self.counts[f"failed_http_{status}"] += 1
+                    raise LLMConfigError(
+                        f"endpoint {self.cfg.endpoint} answered HTTP {status} for model {self.cfg.model!r}: "
+                        "check --endpoint, --model and the API key variable"
+                    ) from None
+                if status >= 500 or status == 408:
+                    reason, transient = f"http_{status}", True
+                else:  # other 4xx: this request itself is rejected; do not hammer
+                    self.counts[f"failed_http_{status}"] += 1
+                    return LLMOutcome(None, f"http_{status}", transient=False, attempts=attempt)
+            else:
+                try:
+                    raw = parse_captions(content)
+                except CaptionParseError:
+                    reason, transient = "malformed_json", False
+                else:
+                    valid, problems = select_valid(raw, inp.filename, n, self.cfg.validation)
+                    for why, k in problems.items():
+                        self.counts[f"invalid_caption_{why}"] += k
+                    if len(valid) >= self.cfg.min_valid_captions:
+                        return LLMOutcome(valid, None, attempts=attempt)
+                    reason, transient = "invalid_captions", False
+            self.counts[f"failed_{reason}"] += 1
+            if attempt < self.cfg.max_attempts and transient:
+                if delay is None:
+                    delay = backoff_delay(attempt, self.cfg.backoff_base_s, self.cfg.backoff_max_s, self._rng)
+                await asyncio.sleep(min(delay, self.cfg.backoff_max_s))
+        return LLMOutcome(None, reason, transient=transient, attempts=self.cfg.max_attempts)
+
+    async def caption_many(self, inputs: list[CaptionInput]) -> list[LLMOutcome]:
+        """Caption many files concurrently (the semaphore bounds requests in flight)."""
+        return list(await asyncio.gather(*(self.caption(i) for i in inputs)))
+
+    async def aclose(self) -> None:
+        await self._client.close()

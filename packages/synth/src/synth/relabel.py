@@ -1,0 +1,171 @@
+"""RMS relabeling (App. C.4): exact event segments from each event's own track.
+
+Per event: A-weighted frame power on the shared grid (window 2400 / hop 1200 at 48 kHz), frames at or
+below -70 dBFS inactive; then (1) fill negative gaps shorter than 10 frames between positive frames,
+(2) if the event then has more than 10 positive frames, drop positive runs shorter than 2 frames. A run of
+frames [a, b] becomes the segment [a*hop/sr, (b+1)*hop/sr] clipped to the clip. Same-text segments are
+merged so they never overlap or touch (sed_scores_eval rejects touching same-class events).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from synth.loudness import a_weight, n_frames_for, power_to_db, span_frame_power
+
+Segment = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class RelabelConfig:
+    win: int = 2400  # App. C.4: RMS window (samples at 48 kHz)
+    hop: int = 1200  # App. C.4: RMS hop
+    threshold_db: float = -70.0  # App. C.4: frames below -70 dB (absolute, dBFS) are inactive
+    fill_gap_frames: int = 10  # App. C.4: fill negative gaps shorter than 10 frames between positives
+    min_run_frames: int = 2  # App. C.4: drop positive runs shorter than 2 frames ...
+    min_run_if_more_than: int = 10  # App. C.4: ... when the event has more than 10 positive frames
+    tail_s: float = 0.1  # filter ring-down kept after a piece ends (A-weighting decays > 100 dB in 0.1 s)
+
+    def __post_init__(self) -> None:
+        if self.win <= 0 or self.hop <= 0 or (self.win - self.hop) % 2:
+            raise ValueError(
+                f"RelabelConfig: need win, hop > 0 and win - hop even, got {self.win}/{self.hop}"
+            )
+
+
+def _as_relabel_cfg(cfg: object) -> RelabelConfig:
+    if cfg is None:
+        return RelabelConfig()
+    if isinstance(cfg, RelabelConfig):
+        return cfg
+    inner = getattr(cfg, "relabel", None)
+    if isinstance(inner, RelabelConfig):
+        return inner
+    raise TypeError(f"expected RelabelConfig or a config with .relabel, got {type(cfg).__name__}")
+
+
+def runs(active: np.ndarray) -> np.ndarray:
+    """[[start, end), ...] index pairs of the True runs of a boolean vector."""
+    a = np.asarray(active, dtype=bool)
+    if a.size == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    d = np.diff(np.concatenate(([False], a, [False])).astype(np.int8))
+    return np.stack([np.flatnonzero(d == 1), np.flatnonzero(d == -1)], axis=1)
+
+
+def fill_gaps(active: np.ndarray, max_gap: int) -> np.ndarray:
+    """Set gaps of fewer than max_gap inactive frames lying between two active frames to active."""
+    out = np.array(active, dtype=bool)
+    r = runs(out)
+    for (_, e0), (s1, _) in zip(r[:-1], r[1:], strict=False):
+        if s1 - e0 < max_gap:
+            out[e0:s1] = True
+    return out
+
+
+def drop_short_runs(active: np.ndarray, min_len: int, only_if_more_than: int) -> np.ndarray:
+    """Drop runs shorter than min_len, but only when the vector has more than only_if_more_than actives."""
+    out = np.array(active, dtype=bool)
+    if int(out.sum()) <= only_if_more_than:
+        return out
+    for s, e in runs(out):
+        if e - s < min_len:
+            out[s:e] = False
+    return out
+
+
+def postprocess_frames(active: np.ndarray, cfg: RelabelConfig | None = None) -> np.ndarray:
+    """App. C.4 post-processing: gap filling first, then short-run removal (positives counted after filling)."""
+    cfg = _as_relabel_cfg(cfg)
+    filled = fill_gaps(active, cfg.fill_gap_frames)
+    return drop_short_runs(filled, cfg.min_run_frames, cfg.min_run_if_more_than)
+
+
+def frames_to_segments(active: np.ndarray, hop: int, sr: int, duration_s: float) -> list[Segment]:
+    """Runs of active frames -> [(onset_s, offset_s)], run [a, b] -> [a*hop/sr, (b+1)*hop/sr] ∩ [0, dur]."""
+    return [
+        (float(s * hop / sr), float(min(e * hop / sr, duration_s)))
+        for s, e in runs(active)
+        if s * hop / sr < duration_s
+    ]
+
+
+def active_frames_from_weighted_span(
+    weighted: np.ndarray, start: int, n_samples: int, cfg: RelabelConfig | None = None
+) -> np.ndarray:
+    """Raw (pre post-processing) active frames of a clip whose A-weighted track is `weighted` at `start`."""
+    cfg = _as_relabel_cfg(cfg)
+    power = span_frame_power(weighted, start, n_frames_for(n_samples, cfg.hop), cfg.win, cfg.hop)
+    return power_to_db(power) > cfg.threshold_db
+
+
+def relabel_weighted_span(
+    weighted: np.ndarray, start: int, n_samples: int, sr: int, cfg: RelabelConfig | None = None
+) -> list[Segment]:
+    """Segments of one event given its A-weighted track span (zero elsewhere) in a clip of n_samples."""
+    cfg = _as_relabel_cfg(cfg)
+    active = postprocess_frames(active_frames_from_weighted_span(weighted, start, n_samples, cfg), cfg)
+    return frames_to_segments(active, cfg.hop, sr, n_samples / sr)
+
+
+def relabel_event(track: np.ndarray, sr: int, cfg: object = None) -> list[Segment]:
+    """Segments (seconds) where one event's own track is active (App. C.4); [] when it never is.
+
+    Only the non-zero span of the track (plus the filter ring-down) is A-weighted: the causal filter
+    outputs exact zeros before the first non-zero sample.
+    """
+    cfg = _as_relabel_cfg(cfg)
+    track = np.asarray(track)
+    if track.ndim != 1:
+        raise ValueError(f"relabel_event expects a mono track (1-D), got shape {track.shape}")
+    nz = np.flatnonzero(track)
+    if nz.size == 0:
+        return []
+    start = int(nz[0])
+    stop = min(len(track), int(nz[-1]) + 1 + int(round(cfg.tail_s * sr)))
+    weighted = a_weight(track[start:stop], sr)
+    return relabel_weighted_span(weighted, start, len(track), sr, cfg)
+
+
+def merge_segments(segments: list[Segment] | list[list[float]]) -> list[Segment]:
+    """Sort and merge segments that overlap or touch (so the result is strictly separated)."""
+    out: list[list[float]] = []
+    for on, off in sorted((float(a), float(b)) for a, b in segments):
+        if off <= on:
+            continue
+        if out and on <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], off)
+        else:
+            out.append([on, off])
+    return [(a, b) for a, b in out]
+
+
+def merge_labels_by_text(labels: list[dict]) -> list[dict]:
+    """One label per text: segments merged, tags unioned (first-seen order), all source ids kept.
+
+    Input/ouput items: {text, tags, source_id, segments}; merged items also carry `source_ids`.
+    Order: first appearance of each text.
+    """
+    by_text: dict[str, dict] = {}
+    for lab in labels:
+        cur = by_text.get(lab["text"])
+        if cur is None:
+            by_text[lab["text"]] = {
+                "text": lab["text"],
+                "tags": list(lab.get("tags", [])),
+                "source_id": lab["source_id"],
+                "source_ids": [lab["source_id"]],
+                "segments": list(lab["segments"]),
+            }
+            continue
+        cur["tags"] += [t for t in lab.get("tags", []) if t not in cur["tags"]]
+        if lab["source_id"] not in cur["source_ids"]:
+            cur["source_ids"].append(lab["source_id"])
+        cur["segments"] += list(lab["segments"])
+    out = []
+    for item in by_text.values():
+        item["segments"] = [[a, b] for a, b in merge_segments(item["segments"])]
+        out.append(item)
+    return out

@@ -1,0 +1,154 @@
+"""Render a MixtureSpec to audio + relabeled event segments.
+
+- Each event is built on its own short track covering only its span (pieces with gain and fades), so
+  relabeling A-weights just that span (plus 0.1 s of filter ring-down) instead of the whole clip.
+- Fades: raised-cosine ramps f[k] = 0.5 - 0.5*cos(pi*(k + 0.5)/L), L = 10 ms (or half the piece when
+  shorter), fade-in on the first L samples and its mirror on the last L samples of every piece.
+  f[k] + f[L-1-k] = 1, so a piece's fade-out and a butting piece's fade-in sum to unity.
+- Relabeling runs on the event's gained track BEFORE clip scaling: labels depend only on the spec (its
+  gains), not on what the other events do to the mix peak, and the -70 dB threshold keeps its meaning
+  relative to the background reference level. If the summed mix would exceed cfg.max_peak, the whole mix
+  is scaled down (labels unchanged; RenderedMixture.clip_scale records the factor).
+- Everything is deterministic numpy/scipy arithmetic: the same spec gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+
+from synth.loudness import a_weight, measure_loudness_db
+from synth.relabel import merge_labels_by_text, relabel_weighted_span
+from synth.spec import MixtureConfig, MixtureSpec
+
+SourceLoader = Callable[[str], np.ndarray]
+
+
+@dataclass
+class RenderedMixture:
+    audio: np.ndarray  # float32 [n]
+    event_labels: list[dict]  # {text, tags, source_id, source_ids, segments: [[on, off], ...]}, one per text
+    dropped_events: int  # events with no active frame (dropped from labels)
+    clip_scale: float  # 1.0, or the factor the mix was scaled down by to avoid clipping
+    notes: dict[str, int] = field(default_factory=dict)
+
+
+@lru_cache(maxsize=64)
+def fade_in_ramp(length: int) -> np.ndarray:
+    """Raised-cosine fade-in of `length` samples: 0.5 - 0.5*cos(pi*(k + 0.5)/length)."""
+    k = np.arange(length, dtype=np.float64)
+    r = (0.5 - 0.5 * np.cos(np.pi * (k + 0.5) / length)).astype(np.float32)
+    r.setflags(write=False)
+    return r
+
+
+def apply_fades(piece: np.ndarray, fade_len: int) -> None:
+    """In place: fade-in on the first and mirrored fade-out on the last min(fade_len, len//2) samples."""
+    L = min(int(fade_len), len(piece) // 2)
+    if L <= 0:
+        return
+    r = fade_in_ramp(L)
+    piece[:L] *= r
+    piece[len(piece) - L :] *= r[::-1]
+
+
+def db_to_gain(db: float) -> float:
+    return 10.0 ** (db / 20.0)
+
+
+def _samples(t: float, sr: int) -> int:
+    return int(round(t * sr))
+
+
+def _gain(
+    gain_db: float | None, level_db: float, source_id: str, x: np.ndarray, loader: SourceLoader, sr: int
+) -> float:
+    """Linear gain from the spec, or from the source loudness measured now when the spec lacks it."""
+    if gain_db is None:
+        meas = getattr(loader, "loudness_db", None)
+        loud = meas(source_id) if callable(meas) else measure_loudness_db(x, sr)
+        if not math.isfinite(loud):
+            return 0.0  # silent source: contributes nothing (an event then gets dropped by relabel)
+        gain_db = level_db - loud
+    return db_to_gain(gain_db)
+
+
+def _slice(x: np.ndarray, start: int, length: int, notes: Counter) -> np.ndarray:
+    seg = x[start : start + length]
+    if len(seg) < length:  # decoded length can differ from the manifest duration by a few samples
+        notes["source_short_padded"] += 1
+        seg = np.concatenate([seg, np.zeros(length - len(seg), dtype=np.float32)])
+    return seg
+
+
+def build_event_track(
+    x: np.ndarray, pieces: list[tuple[int, int, int]], gain: float, fade_len: int
+) -> tuple[int, np.ndarray, Counter]:
+    """(span start, float32 track over the event span) with every piece placed, gained and faded."""
+    notes: Counter = Counter()
+    span0 = min(d for _, d, _ in pieces)
+    span1 = max(d + ln for _, d, ln in pieces)
+    track = np.zeros(span1 - span0, dtype=np.float32)
+    g = np.float32(gain)
+    for s, d, ln in pieces:
+        out = track[d - span0 : d - span0 + ln]
+        np.multiply(_slice(x, s, ln, notes), g, out=out)
+        apply_fades(out, fade_len)
+    return span0, track, notes
+
+
+def render_mixture(
+    spec: MixtureSpec, source_loader: SourceLoader, cfg: MixtureConfig | None = None
+) -> RenderedMixture:
+    """Mix background + events of a spec, relabel every event (App. C.4), guard against clipping."""
+    cfg = cfg or MixtureConfig()
+    sr = spec.sample_rate
+    if sr != cfg.sample_rate:
+        raise ValueError(f"render_mixture: spec sample rate {sr} != config sample rate {cfg.sample_rate}")
+    n = _samples(spec.duration, sr)
+    fade_len = _samples(cfg.fade_s, sr)
+    tail = _samples(cfg.relabel.tail_s, sr)
+    notes: Counter = Counter()
+
+    mix = np.zeros(n, dtype=np.float32)
+    bg = spec.background
+    if bg is not None:
+        x = source_loader(bg.id)
+        g = _gain(bg.gain_db, bg.level_db, bg.id, x, source_loader, sr)
+        np.multiply(_slice(x, _samples(bg.offset, sr), n, notes), np.float32(g), out=mix)
+
+    labels, dropped = [], 0
+    for ev in spec.events:
+        x = source_loader(ev.id)
+        g = _gain(ev.gain_db, ev.level_db, ev.id, x, source_loader, sr)
+        pieces = [(_samples(a, sr), _samples(b, sr), _samples(c, sr)) for a, b, c in ev.pieces]
+        if not pieces or any(d < 0 or d + ln > n or ln <= 0 for _, d, ln in pieces):
+            raise ValueError(
+                f"render_mixture: event {ev.id!r} of spec {spec.index} has pieces outside the clip"
+            )
+        span0, track, tnotes = build_event_track(x, pieces, g, fade_len)
+        notes.update(tnotes)
+        mix[span0 : span0 + len(track)] += track
+        stop = min(n, span0 + len(track) + tail)
+        padded = np.zeros(stop - span0, dtype=np.float32)
+        padded[: len(track)] = track
+        segments = relabel_weighted_span(a_weight(padded, sr), span0, n, sr, cfg.relabel)
+        if not segments:
+            dropped += 1
+            continue
+        labels.append({"text": ev.caption, "tags": list(ev.tags), "source_id": ev.id, "segments": segments})
+
+    peak = float(max(mix.max(initial=0.0), -mix.min(initial=0.0)))
+    clip_scale = 1.0
+    if peak > cfg.max_peak:
+        clip_scale = cfg.max_peak / peak
+        mix *= np.float32(clip_scale)
+        np.clip(mix, -cfg.max_peak, cfg.max_peak, out=mix)  # float32 rounding of the product
+    return RenderedMixture(
+        mix, merge_labels_by_text(labels), dropped, clip_scale, dict(sorted(notes.items()))
+    )

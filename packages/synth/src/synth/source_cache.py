@@ -1,0 +1,95 @@
+"""AudioCache: decoded 48 kHz mono sources by id, LRU-bounded by bytes, with memoised loudness."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from synth.loudness import measure_loudness_db
+
+LoadFn = Callable[[str, int], np.ndarray]
+
+
+def _default_load(path: str, sr: int) -> np.ndarray:
+    from synth.audio import load_audio  # owned by the sources module; imported lazily
+
+    return load_audio(path, target_sr=sr)
+
+
+class AudioCache:
+    """`cache(id) -> float32 mono array` (read-only) for render_mixture's source_loader.
+
+    paths: id -> path/URI. Decoded arrays are kept until their total size exceeds max_bytes, then the
+    least recently used ones are evicted. `loudness_db(id)` measures once per id (fallback for manifests
+    without a loudness_db column).
+    """
+
+    def __init__(
+        self,
+        paths: Mapping[str, str],
+        max_bytes: int = 2 << 30,
+        sr: int = 48000,
+        load_fn: LoadFn | None = None,
+    ) -> None:
+        if max_bytes <= 0:
+            raise ValueError(f"AudioCache: max_bytes must be positive, got {max_bytes}")
+        self.paths = dict(paths)
+        self.max_bytes = int(max_bytes)
+        self.sr = int(sr)
+        self.load_fn = load_fn or _default_load
+        self._items: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._loudness: dict[str, float] = {}
+        self.nbytes = 0
+        self.hits = self.misses = self.evictions = 0
+        self.decode_s = 0.0
+
+    @classmethod
+    def from_manifest(cls, table: Any, **kwargs: Any) -> AudioCache:
+        rows = table.to_pylist() if hasattr(table, "to_pylist") else list(table)
+        return cls({str(r["id"]): str(r["path"]) for r in rows}, **kwargs)
+
+    def __call__(self, source_id: str) -> np.ndarray:
+        x = self._items.get(source_id)
+        if x is not None:
+            self.hits += 1
+            self._items.move_to_end(source_id)
+            return x
+        path = self.paths.get(source_id)
+        if path is None:
+            raise KeyError(f"AudioCache: unknown source id {source_id!r} (not in the manifest given)")
+        t0 = time.perf_counter()
+        x = np.ascontiguousarray(self.load_fn(path, self.sr), dtype=np.float32)
+        self.decode_s += time.perf_counter() - t0
+        self.misses += 1
+        if x.ndim != 1:
+            raise ValueError(f"AudioCache: loader returned shape {x.shape} for {path}, expected mono 1-D")
+        x.setflags(write=False)
+        self._items[source_id] = x
+        self.nbytes += x.nbytes
+        while self.nbytes > self.max_bytes and len(self._items) > 1:
+            _, old = self._items.popitem(last=False)
+            self.nbytes -= old.nbytes
+            self.evictions += 1
+        return x
+
+    def loudness_db(self, source_id: str) -> float:
+        if source_id not in self._loudness:
+            self._loudness[source_id] = measure_loudness_db(self(source_id), self.sr)
+        return self._loudness[source_id]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def stats(self) -> dict:
+        return {
+            "items": len(self._items),
+            "bytes": self.nbytes,
+            "hits": self.hits,
+            "misses": self.misses,
+            "evictions": self.evictions,
+            "decode_s": round(self.decode_s, 4),
+        }

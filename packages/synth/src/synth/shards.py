@@ -372,6 +372,30 @@ class ShardState:
     todo: list[int] = field(default_factory=list)
 
 
+def _complete_meta(
+    split_dir: str, shard: int, fingerprint: str, expected_count: int
+) -> dict[str, Any] | None:
+    try:
+        meta = read_json(join(split_dir, sidecar_name(shard)))
+        size = file_size(join(split_dir, shard_name(shard)))
+    except (OSError, ValueError, IndexError):
+        return None
+    ok = (
+        meta.get("fingerprint") == fingerprint
+        and meta.get("count") == expected_count
+        and meta.get("bytes") == size
+    )
+    return meta if ok else None
+
+
+def is_shard_complete(split_dir: str, shard: int, fingerprint: str, expected_count: int) -> bool:
+    """True when the shard's tar exists and its sidecar matches (fingerprint, sample count, byte size)."""
+    return (
+        exists(join(split_dir, shard_name(shard)))
+        and _complete_meta(split_dir, shard, fingerprint, expected_count) is not None
+    )
+
+
 def scan_split_dir(
     split_dir: str, fingerprint: str, n_shards: int, shard_size: int, num_samples: int
 ) -> ShardState:
@@ -379,15 +403,9 @@ def scan_split_dir(
     names = set(list_names(split_dir))
     state = ShardState()
     for k in range(n_shards):
-        tar, side = shard_name(k), sidecar_name(k)
-        if tar in names and side in names:
-            meta = read_json(join(split_dir, side))
-            expected = len(shard_range(k, shard_size, num_samples))
-            if (
-                meta.get("fingerprint") == fingerprint
-                and meta.get("count") == expected
-                and meta.get("bytes") == file_size(join(split_dir, tar))
-            ):
+        if shard_name(k) in names and sidecar_name(k) in names:
+            meta = _complete_meta(split_dir, k, fingerprint, len(shard_range(k, shard_size, num_samples)))
+            if meta is not None:
                 state.complete[k] = meta
                 continue
         state.todo.append(k)

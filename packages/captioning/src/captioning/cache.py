@@ -45,10 +45,15 @@ class CaptionCache:
     """Read all segments at open; append new entries to this writer's own segment."""
 
     def __init__(
-        self, location: str | os.PathLike, flush_every: int | None = None, fsync: bool = True
+        self,
+        location: str | os.PathLike,
+        flush_every: int | None = None,
+        fsync: bool = True,
+        segments: bool | None = None,
     ) -> None:
+        """`segments`: write whole segment objects through Beam's FileSystems (default: for remote URIs)."""
         self.location = str(location)
-        self.remote = _is_remote(self.location)
+        self.remote = _is_remote(self.location) if segments is None else segments
         self.flush_every = flush_every if flush_every is not None else (64 if self.remote else 1)
         self.fsync = fsync
         self.writer_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"

@@ -45,7 +45,7 @@ def fallback_for(inp: CaptionInput, n: int) -> list[str]:
 
     caps = fallback_captions(list(inp.tags), inp.description, inp.filename, n=n)
     valid, _ = select_valid(list(caps or []), inp.filename, n)
-    return valid or [c for c in (caps or []) if c and c.strip()][:n] or template_captions(inp, n)
+    return valid or template_captions(inp, n)
 
 
 class TemplateCaptioner:

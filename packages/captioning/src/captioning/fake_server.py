@@ -2,7 +2,7 @@
 
 Speaks the subset the client uses: POST /v1/chat/completions (and GET /v1/models). Each request is answered
 according to a behaviour: "ok" (valid captions made from the request's data block), "slow" (ok after
-`slow_s`), "429", "500", "malformed" (not JSON), "fenced" (JSON in a code fence with trailing chatter),
+`slow_s`), "429" (with Retry-After), "500"/"503"/"400"/"401"/"404" (that status), "malformed" (not JSON), "fenced" (JSON in a code fence with trailing chatter),
 "invalid" (captions that fail validation), "refusal", "hang" (sleeps past any sane timeout).
 Behaviours are scripted per file name (a queue consumed one per request for that file) with a default for
 the rest. The server records every request and the maximum number of requests in flight.
@@ -81,8 +81,8 @@ class FakeChatServer:
             n = schema["properties"]["captions"].get("minItems", 3)
         if behaviour == "429":
             return 429, {"error": {"message": "rate limited", "type": "rate_limit"}}
-        if behaviour == "500":
-            return 500, {"error": {"message": "boom", "type": "server_error"}}
+        if behaviour in ("500", "503", "400", "401", "404"):
+            return int(behaviour), {"error": {"message": f"scripted {behaviour}", "type": "error"}}
         if behaviour == "malformed":
             content = "Sure! Here are captions: captions = [dog, barking"
         elif behaviour == "fenced":
@@ -172,6 +172,7 @@ class FakeChatServer:
     def start(self) -> FakeChatServer:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._make_handler())
         self._httpd.daemon_threads = True
+        self._httpd.block_on_close = False  # do not wait for scripted hangs on stop()
         threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
         return self
 

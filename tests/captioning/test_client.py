@@ -1,0 +1,193 @@
+"""CaptionClient and LLMCaptioner against a real HTTP server on 127.0.0.1 (captioning.fake_server)."""
+
+import asyncio
+import logging
+import socket
+
+import pytest
+
+from captioning.cache import CaptionCache
+from captioning.captioner import LLMCaptioner, TemplateCaptioner, format_summary
+from captioning.client import CaptionClient, ClientConfig, LLMConfigError, backoff_delay
+from captioning.fake_server import FakeChatServer
+from captioning.prompt import PROMPT_VERSION, CaptionInput
+from captioning.validate import caption_problem
+
+
+def _inp(name, desc="a dog barking loudly", tags=("dog", "bark")):
+    return CaptionInput(name, tuple(tags), desc, "test")
+
+
+def _cfg(srv, **kw):
+    kw.setdefault("backoff_base_s", 0.01)
+    kw.setdefault("backoff_max_s", 0.05)
+    kw.setdefault("timeout_s", 5.0)
+    return ClientConfig(endpoint=srv.base_url, model="test-model", **kw)
+
+
+def _run(client, inputs):
+    async def go():
+        try:
+            return await client.caption_many(inputs)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())
+
+
+def test_concurrency_bound_and_good_answers():
+    with FakeChatServer(latency_s=0.05) as srv:
+        client = CaptionClient(_cfg(srv, max_concurrency=3, captions_per_file=4))
+        outs = _run(client, [_inp(f"f{i}.wav") for i in range(20)])
+    assert srv.log.max_in_flight == 3 and client.max_in_flight == 3
+    assert len(srv.log.requests) == 20 == client.counts["requests_sent"]
+    for o in outs:
+        assert o.reason is None and o.attempts == 1 and len(o.captions) == 4
+        assert all(caption_problem(c, "f.wav") is None for c in o.captions)
+    # structured output request (vLLM-compatible response_format json_schema), our retries only
+    body = srv.log.requests[0]["body"]
+    assert body["response_format"]["type"] == "json_schema"
+    assert body["response_format"]["json_schema"]["schema"]["properties"]["captions"]["minItems"] == 4
+    assert body["model"] == "test-model" and body["messages"][0]["role"] == "system"
+
+
+def test_guided_json_mode():
+    with FakeChatServer() as srv:
+        outs = _run(
+            CaptionClient(_cfg(srv, structured_output="guided_json", captions_per_file=2)), [_inp("a.wav")]
+        )
+    assert "response_format" not in srv.log.requests[0]["body"]
+    assert srv.log.requests[0]["body"]["guided_json"]["properties"]["captions"]["maxItems"] == 2
+    assert len(outs[0].captions) == 2
+    with pytest.raises(ValueError, match="structured_output"):
+        ClientConfig(structured_output="xml")
+
+
+def test_retries_backoff_and_counts():
+    script = {
+        "a.wav": ["429", "500", "503", "ok"],
+        "b.wav": ["malformed", "fenced"],
+        "c.wav": ["invalid", "refusal", "invalid", "invalid"],
+        "d.wav": ["500"] * 4,
+        "e.wav": ["400"],
+    }
+    with FakeChatServer(script=script) as srv:
+        client = CaptionClient(_cfg(srv, max_attempts=4))
+        a, b, c, d, e, f = _run(
+            client, [_inp(n) for n in ("a.wav", "b.wav", "c.wav", "d.wav", "e.wav", "f.wav")]
+        )
+    assert a.captions and a.attempts == 4
+    assert b.captions and b.attempts == 2
+    assert c.captions is None and c.reason == "invalid_captions" and not c.transient
+    assert d.captions is None and d.reason == "http_500" and d.transient
+    assert e.captions is None and e.reason == "http_400" and e.attempts == 1  # 4xx: not retried
+    assert f.captions and f.attempts == 1
+    n = client.counts
+    assert srv.per_file == {"a.wav": 4, "b.wav": 2, "c.wav": 4, "d.wav": 4, "e.wav": 1, "f.wav": 1}
+    assert n["requests_sent"] == 16 == len(srv.log.requests)
+    assert n["retries"] == 3 + 1 + 3 + 3
+    assert n["failed_rate_limited"] == 1 and n["failed_http_500"] == 5 and n["failed_http_503"] == 1
+    assert n["failed_malformed_json"] == 1 and n["failed_invalid_captions"] == 4 and n["failed_http_400"] == 1
+    assert n["invalid_caption_refusal"] == 3  # the refusal answer's 3 captions
+
+
+def test_timeout_then_success():
+    with FakeChatServer(script={"slow.wav": ["hang", "ok"]}, hang_s=3.0) as srv:
+        client = CaptionClient(_cfg(srv, timeout_s=0.3))
+        (out,) = _run(client, [_inp("slow.wav")])
+    assert out.captions and out.attempts == 2
+    assert client.counts["failed_timeout"] == 1
+
+
+def test_connection_error_counted():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there
+    cfg = ClientConfig(endpoint=f"http://127.0.0.1:{port}/v1", model="m", max_attempts=3, backoff_base_s=0.01)
+    client = CaptionClient(cfg)
+    (out,) = _run(client, [_inp("x.wav")])
+    assert out.captions is None and out.reason == "connection_error" and out.transient
+    assert client.counts["failed_connection_error"] == 3 and client.counts["retries"] == 2
+
+
+def test_auth_error_aborts_and_key_never_shown(monkeypatch, caplog):
+    monkeypatch.setenv("FLAM_LLM_API_KEY", "sk-very-secret-123")
+    caplog.set_level(logging.DEBUG)
+    with FakeChatServer(script={"x.wav": ["401"]}) as srv:
+        client = CaptionClient(_cfg(srv))
+        with pytest.raises(LLMConfigError, match="HTTP 401") as err:
+            _run(client, [_inp("x.wav")])
+    assert srv.log.requests[0]["auth"] == "Bearer sk-very-secret-123"  # sent to the server ...
+    assert "sk-very-secret" not in str(err.value) + repr(client) + caplog.text  # ... and nowhere else
+
+
+def test_backoff_grows_with_jitter():
+    import random
+
+    rng = random.Random(0)
+    d = [backoff_delay(k, 0.5, 30.0, rng) for k in (1, 2, 3, 4, 10)]
+    assert 0.25 <= d[0] <= 0.5 and 0.5 <= d[1] <= 1.0 and 1.0 <= d[2] <= 2.0 and 2.0 <= d[3] <= 4.0
+    assert 15.0 <= d[4] <= 30.0
+
+
+def _captioner_run(captioner, inputs):
+    async def go():
+        try:
+            return await captioner.caption_inputs(inputs)
+        finally:
+            await captioner.aclose()
+
+    return asyncio.run(go())
+
+
+def test_llm_captioner_cache_fallback_and_summary(tmp_path):
+    inputs = [_inp(f"ok{i}.wav") for i in range(5)] + [
+        _inp("bad.wav", "glass breaking on a floor", ("glass", "break")),
+        _inp("down.wav", "", ("engine", "idle")),
+    ]
+    script = {"bad.wav": ["invalid"] * 3, "down.wav": ["500"] * 3}
+    with FakeChatServer(script=script) as srv:
+        cap = LLMCaptioner(_cfg(srv, max_attempts=3), cache=CaptionCache(tmp_path / "cache"))
+        res = _captioner_run(cap, inputs)
+        cap.cache.close()
+        first = len(srv.log.requests)
+        assert first == 5 + 3 + 3
+        assert [r.caption_source for r in res] == ["llm"] * 5 + ["fallback"] * 2
+        assert res[5].reason == "invalid_captions" and res[6].reason == "http_500"
+        assert all(r.captions and r.prompt_version == PROMPT_VERSION for r in res)
+        assert all(
+            caption_problem(c, r_in.filename) is None
+            for r, r_in in zip(res, inputs, strict=True)
+            for c in r.captions
+        )
+        c = cap.all_counts()
+        assert (c["files_llm"], c["files_fallback"], c["files_total"]) == (5, 2, 7)
+        assert c["fallback_reason_invalid_captions"] == 1 and c["fallback_reason_http_500"] == 1
+        text = format_summary(c)
+        assert "files_fallback" in text and "http_500" in text and "failed_requests             6" in text
+
+        # re-run: cached answers and the cached invalid verdict send nothing; the transport failure is retried
+        cap2 = LLMCaptioner(_cfg(srv, max_attempts=3), cache=CaptionCache(tmp_path / "cache"))
+        res2 = _captioner_run(cap2, inputs)
+        assert len(srv.log.requests) - first == 1 and srv.per_file["down.wav"] == 4
+        c2 = cap2.all_counts()
+        assert c2["files_cache"] == 5 and c2["files_cache_fallback"] == 1 and c2["files_llm"] == 1
+        assert [r.captions for r in res2[:5]] == [r.captions for r in res[:5]]
+        assert res2[6].caption_source == "llm"
+
+        # another model or prompt inputs -> other keys
+        cap3 = LLMCaptioner(
+            ClientConfig(endpoint=srv.base_url, model="other"), cache=CaptionCache(tmp_path / "cache")
+        )
+        _captioner_run(cap3, inputs[:1])
+        assert srv.per_file["ok0.wav"] == 2
+
+
+def test_template_captioner_labels():
+    t = TemplateCaptioner(captions_per_file=2)
+    (r,) = t.caption_inputs([_inp("a.wav")])
+    assert (
+        r.caption_source == "template" and r.caption_model is None and r.prompt_version.startswith("template")
+    )
+    assert r.columns()["captions"] == r.captions and 1 <= len(r.captions) <= 2

@@ -15,8 +15,10 @@ split pieces >= 0.5 s):
   (note ``source_type_fallback``). Every note is a count in ``MixtureSpec.notes``.
 
 Levels: the background is set to ``background_level_db`` (A-weighted active-frame loudness, see
-synth.loudness); each event to background level + U(6, 30) dB. -45 dBFS keeps the loudest events
-(-15 dBFS) mostly clear of clipping while their tails stay above the absolute -70 dB relabel threshold.
+synth.loudness); each event to background level + U(6, 30) dB. Default -55 dBFS, the reference level of
+the DESED / DCASE Task 4 Scaper recipes (ref_db=-55): on the dev corpus 12 % of mixtures then need clip
+scaling (median -1.5 dB) against 68 % (median -5 dB) at -45 dBFS, and event levels (-49..-25 dBFS) stay
+21-45 dB above the absolute -70 dB relabel threshold.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ class MixtureConfig:
     repeat_count: tuple[int, int] = (2, 3)  # App. C.4: U{2,3} times
     snr_db: tuple[float, float] = (6.0, 30.0)  # App. C.4: event gain offset U(6, 30) dB over the background
     fade_s: float = 0.01  # App. C.4: 10 ms fades on each piece edge
-    background_level_db: float = -45.0  # ours: reference loudness of the background (see module doc)
+    background_level_db: float = -55.0  # ours (DESED's ref_db): background reference loudness, module doc
     max_placement_tries: int = 50  # ours: layout draws for a split/repeated event before falling back
     max_peak: float = 1.0 - 2.0**-15  # ours: scale the mix down when its peak exceeds this (16-bit safe)
     relabel: RelabelConfig = field(default_factory=RelabelConfig)  # App. C.4 RMS relabel settings

@@ -1,0 +1,77 @@
+"""A-weighting, frame grid and the loudness measure (synth.loudness)."""
+
+import numpy as np
+import pytest
+from scipy import signal
+
+from synth.loudness import (
+    a_weight,
+    a_weighting_sos,
+    frame_power_db,
+    measure_loudness_db,
+    n_frames_for,
+    span_frame_power,
+)
+
+SR = 48000
+
+
+def tone(freq, amp, dur_s, sr=SR):
+    t = np.arange(int(round(dur_s * sr))) / sr
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("freq", "expected_db", "tol"),
+    [(1000, 0.0, 0.01), (100, -19.1, 0.1), (31.5, -39.4, 0.2), (4000, 1.0, 0.1), (10000, -2.5, 1.5)],
+)
+def test_a_weighting_matches_iec_table(freq, expected_db, tol):
+    _, h = signal.sosfreqz(a_weighting_sos(SR), worN=[freq], fs=SR)
+    assert 20 * np.log10(abs(h[0])) == pytest.approx(expected_db, abs=tol)
+
+
+def test_sine_loudness_is_its_rms_level():
+    x = tone(1000, 0.1, 5.0)
+    # 1 kHz passes A-weighting at 0 dB: level = 20 log10(a / sqrt 2), edge frames cost < 0.05 dB
+    assert measure_loudness_db(x, SR) == pytest.approx(20 * np.log10(0.1 / np.sqrt(2)), abs=0.05)
+
+
+def test_loudness_ignores_silent_padding():
+    x = tone(1000, 0.3, 1.0)
+    padded = np.concatenate([np.zeros(12 * 1200, np.float32), x, np.zeros(SR * 3, np.float32)])
+    assert measure_loudness_db(padded, SR) == pytest.approx(measure_loudness_db(x, SR), abs=0.3)
+    # an RMS over the whole file would have dropped by 10*log10(4.3) = 6.3 dB
+    assert 10 * np.log10(np.mean(a_weight(padded, SR) ** 2)) < measure_loudness_db(x, SR) - 6
+
+
+def test_silence_is_minus_inf_and_2d_is_rejected():
+    assert measure_loudness_db(np.zeros(SR, np.float32), SR) == float("-inf")
+    with pytest.raises(ValueError, match="mono"):
+        measure_loudness_db(np.zeros((2, SR)), SR)
+    with pytest.raises(ValueError, match="mono"):
+        frame_power_db(np.zeros((SR, 2)), SR)
+
+
+def test_frame_grid_and_centered_windows():
+    x = np.zeros(10 * SR, np.float32)
+    x[10 * 1200 : 20 * 1200] = tone(1000, 0.1, 10 * 1200 / SR)
+    db = frame_power_db(x, SR)
+    assert len(db) == n_frames_for(len(x), 1200) == 400
+    # frame i's window is [i*hop - 600, i*hop + 1800): frame 9 sees the burst start, frame 8 does not;
+    # the causal filter gives exact zeros before the burst
+    assert np.all(db[:9] == -200.0)
+    assert db[9] > -70 and db[20] > -70
+    assert db[15] == pytest.approx(20 * np.log10(0.1 / np.sqrt(2)), abs=0.01)
+
+
+def test_span_power_equals_full_signal_power():
+    rng = np.random.default_rng(0)
+    n = 3 * SR + 77
+    x = np.zeros(n)
+    start, length = 40_001, 20_000
+    x[start : start + length] = rng.standard_normal(length) * 0.1
+    full = span_frame_power(a_weight(x, SR), 0, n_frames_for(n, 1200))
+    stop = n  # the span plus everything after it (filter ring-down)
+    span = span_frame_power(a_weight(x[start:stop], SR), start, n_frames_for(n, 1200))
+    np.testing.assert_allclose(span, full, rtol=1e-9, atol=1e-18)
+    assert len(full) == n_frames_for(n, 1200) == 121

@@ -1,0 +1,96 @@
+"""Render FLAM training mixtures (+ audio-text clips) into deterministic WebDataset shards with Apache Beam.
+
+    uv run python pipelines/render_mixtures.py                      # demo corpus -> ./data (local, offline)
+    uv run python pipelines/render_mixtures.py --manifest manifest.parquet --out gs://b/flam \\
+        --num-mixtures 1000000 --shard-size 256 --runner DataflowRunner --project P --region R \\
+        --temp_location gs://b/tmp
+
+Flags not listed below are Apache Beam pipeline options and are passed through (--runner,
+--direct_num_workers, --direct_running_mode, --project, ...). See docs/render_mixtures.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from synth.pipeline import RenderOptions, run_render
+from synth.shards import ShardConfigError
+from synth.spec import MixtureConfig
+
+DEMO_CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "demo"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[RenderOptions, list[str]]:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="Any other --flag is an Apache Beam pipeline option (e.g. --runner, --direct_num_workers).",
+    )
+    src = p.add_mutually_exclusive_group()
+    src.add_argument(
+        "--corpus",
+        help=f"corpus folder with metadata.csv + audio: ingest + filter + fallback captions "
+        f"(default when --manifest is not given: {DEMO_CORPUS})",
+    )
+    src.add_argument(
+        "--manifest", help="Parquet manifest (e.g. from pipelines/caption.py); local path or URI"
+    )
+    p.add_argument(
+        "--out", default="data", help="output root: OUT/mixtures/<split>/, OUT/audio_text/<split>/"
+    )
+    p.add_argument("--num-mixtures", type=int, default=256, help="mixtures to render (default 256)")
+    p.add_argument("--split", choices=("train", "heldout"), default="train", help="source split to mix")
+    p.add_argument("--seed", type=int, default=0, help="base seed: mixture i uses default_rng([seed, i])")
+    p.add_argument("--shard-size", type=int, default=128, help="mixtures per shard (default 128)")
+    p.add_argument("--audio-text-shard-size", type=int, default=None, help="clips per audio-text shard")
+    p.add_argument("--no-audio-text", action="store_true", help="skip the audio-text shards")
+    p.add_argument(
+        "--no-measure-loudness",
+        action="store_true",
+        help="with --corpus: do not decode every file at ingest to store loudness (workers measure it)",
+    )
+    p.add_argument("--log-level", default="INFO")
+    args, beam_args = p.parse_known_args(argv)
+    if beam_args and not beam_args[0].startswith("--"):
+        p.error(f"unexpected argument {beam_args[0]!r} (Beam options are --name=value)")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    corpus = args.corpus
+    if corpus is None and args.manifest is None:
+        corpus = str(DEMO_CORPUS)
+    try:
+        opts = RenderOptions(
+            out=args.out,
+            corpus=corpus,
+            manifest=args.manifest,
+            num_mixtures=args.num_mixtures,
+            split=args.split,
+            seed=args.seed,
+            shard_size=args.shard_size,
+            audio_text=not args.no_audio_text,
+            audio_text_shard_size=args.audio_text_shard_size,
+            measure_loudness=not args.no_measure_loudness,
+            mixture=MixtureConfig(),
+        )
+    except ValueError as e:
+        p.error(str(e))
+    return opts, beam_args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    opts, beam_args = parse_args(argv)
+    try:
+        summary = run_render(opts, beam_args)
+    except ShardConfigError as e:
+        logging.getLogger("render_mixtures").error("%s", e)
+        return 2
+    print(summary.format())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

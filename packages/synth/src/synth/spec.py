@@ -215,7 +215,9 @@ def full_regions(intervals: list[tuple[int, int]], limit: int) -> list[tuple[int
         if depth >= limit and region_start is None:
             region_start = pos
         elif depth < limit and region_start is not None:
-            if pos > region_start:
+            if out and out[-1][1] == region_start:  # an end and a start at one position: keep one region
+                out[-1] = (out[-1][0], pos)
+            elif pos > region_start:
                 out.append((region_start, pos))
             region_start = None
     return out

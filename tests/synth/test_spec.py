@@ -1,0 +1,232 @@
+"""Mixture spec sampler (§4.2, App. C.4): hard constraints, determinism, distributions, JSON."""
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from synth.spec import (
+    MixtureConfig,
+    MixtureSpec,
+    SourcePool,
+    full_regions,
+    max_concurrency,
+    sample_feasible_onset,
+    sample_spec,
+)
+
+CFG = MixtureConfig()
+SR = CFG.sample_rate
+
+
+def rows(event_durations, n_bg=2, sfx_every=1, bg_dur=30.0, loudness=-20.0):
+    out = [
+        {
+            "id": f"ev{i:03d}",
+            "kind": "event",
+            "split": "train",
+            "duration_s": float(d),
+            "source_type": "sfx" if i % sfx_every == 0 else "general",
+            "captions": [f"sound {i} a", f"sound {i} b"],
+            "tags": [f"t{i}"],
+            "loudness_db": loudness - (i % 7),
+        }
+        for i, d in enumerate(event_durations)
+    ]
+    out += [
+        {
+            "id": f"bg{j}",
+            "kind": "background",
+            "split": "train",
+            "duration_s": bg_dur,
+            "source_type": "general",
+            "captions": ["ambiance"],
+            "tags": [],
+            "loudness_db": -30.0,
+        }
+        for j in range(n_bg)
+    ]
+    return out
+
+
+def samples(t):
+    return int(round(t * SR))
+
+
+def check_constraints(spec, pool, cfg=CFG):
+    n = cfg.n_samples
+    by_id = {s.id: s for s in pool.sfx + pool.general}
+    intervals = []
+    for ev in spec.events:
+        src = by_id[ev.id]
+        src_len = int(np.floor(src.duration_s * SR))
+        assert ev.caption in src.captions and ev.tags == list(src.tags)
+        assert cfg.snr_db[0] <= ev.snr_db <= cfg.snr_db[1]
+        assert ev.level_db == pytest.approx(cfg.background_level_db + ev.snr_db)
+        assert ev.gain_db == pytest.approx(ev.level_db - src.loudness_db)
+        pieces = [(samples(a), samples(b), samples(c)) for a, b, c in ev.pieces]
+        assert ev.onset == ev.pieces[0][1]
+        for s, d, ln in pieces:
+            assert 0 <= d and d + ln <= n, "piece inside the clip"
+            assert 0 <= s and s + ln <= src_len, "piece inside the source"
+            assert ln > 0
+        dst = [d for _, d, _ in pieces]
+        assert dst == sorted(dst) and all(
+            a[1] + a[2] <= b[1] for a, b in zip(pieces, pieces[1:], strict=False)
+        )
+        if ev.mode == "split":
+            assert 2 <= len(pieces) <= 3
+            assert all(ln >= samples(cfg.min_piece_s) for *_, ln in pieces), "split pieces >= 0.5 s"
+            assert all(a[0] + a[2] == b[0] for a, b in zip(pieces, pieces[1:], strict=False)), (
+                "consecutive source cuts"
+            )
+        elif ev.mode == "repeat":
+            assert 2 <= len(pieces) <= 3
+            assert len({(s, ln) for s, _, ln in pieces}) == 1, "repeats replay one segment"
+        else:
+            assert ev.mode == "single" and len(pieces) == 1
+        intervals += [(d, d + ln) for _, d, ln in pieces]
+    assert max_concurrency(intervals) <= cfg.max_concurrent
+    placed_or_not = len(spec.events) + spec.notes.get("unplaced", 0)
+    assert cfg.min_events <= placed_or_not <= cfg.max_events
+    bg = spec.background
+    assert bg is not None and 0 <= samples(bg.offset) <= samples(30.0) - n
+    assert bg.gain_db == pytest.approx(cfg.background_level_db - (-30.0))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    durations=st.lists(st.floats(0.01, 12.0), min_size=1, max_size=12),
+    seed=st.integers(0, 2**32 - 1),
+    index=st.integers(0, 10**9),
+)
+def test_hard_constraints_hold_for_any_pool(durations, seed, index):
+    pool = SourcePool.from_manifest(rows(durations, sfx_every=2))
+    spec = sample_spec(pool, CFG, seed, index)
+    check_constraints(spec, pool)
+    assert sample_spec(pool, CFG, seed, index).to_json() == spec.to_json()
+
+
+def test_crowded_pool_places_at_most_three_at_once_and_counts_the_rest():
+    pool = SourcePool.from_manifest(rows([9.5] * 5))
+    notes = Counter()
+    for i in range(50):
+        spec = sample_spec(pool, CFG, 3, i)
+        check_constraints(spec, pool)
+        assert len(spec.events) <= 3
+        notes.update(spec.notes)
+    assert notes["unplaced"] > 0 and notes["repeat_too_long"] > 0
+
+
+def test_distributions_match_the_paper():
+    # events of 1.6-2.0 s: every split/repeat is feasible and placement rarely fails
+    durations = np.random.default_rng(0).uniform(1.6, 2.0, 40)
+    pool = SourcePool.from_manifest(rows(durations, sfx_every=2))  # 20 sfx, 20 general
+    modes, types, ns, snrs, pieces_split, notes = Counter(), Counter(), [], [], [], Counter()
+    for i in range(1500):
+        spec = sample_spec(pool, CFG, 7, i)
+        notes.update(spec.notes)
+        ns.append(len(spec.events) + spec.notes.get("unplaced", 0))
+        for ev in spec.events:
+            modes[ev.mode] += 1
+            types[ev.source_type] += 1
+            snrs.append(ev.snr_db)
+            if ev.mode == "split":
+                pieces_split.append(len(ev.pieces))
+    total = sum(modes.values())
+    assert notes["unplaced"] + notes["multi_fallback_single"] < 0.03 * total
+    assert modes["split"] / total == pytest.approx(0.1, abs=0.015)
+    assert modes["repeat"] / total == pytest.approx(0.1, abs=0.015)
+    assert types["sfx"] / total == pytest.approx(0.8, abs=0.02)
+    assert np.mean(ns) == pytest.approx(5.5, abs=0.2) and min(ns) == 1 and max(ns) == 10
+    assert np.mean(snrs) == pytest.approx(18.0, abs=0.4) and np.std(snrs) == pytest.approx(
+        24 / 12**0.5, abs=0.3
+    )
+    assert np.mean(pieces_split) == pytest.approx(2.5, abs=0.1)
+
+
+def test_missing_source_type_falls_back_and_is_counted():
+    pool = SourcePool.from_manifest(rows([1.0] * 5))  # sfx only
+    n_events, fallbacks = 0, 0
+    for i in range(300):
+        spec = sample_spec(pool, CFG, 1, i)
+        n_events += len(spec.events) + spec.notes.get("unplaced", 0)
+        fallbacks += spec.notes.get("source_type_fallback", 0)
+    assert fallbacks / n_events == pytest.approx(0.2, abs=0.04)
+
+
+def test_short_sources_cannot_split_and_say_so():
+    pool = SourcePool.from_manifest(rows([0.3] * 5))
+    notes = Counter()
+    for i in range(200):
+        spec = sample_spec(pool, CFG, 2, i)
+        assert all(ev.mode != "split" for ev in spec.events)
+        notes.update(spec.notes)
+    assert notes["split_too_short"] > 0
+
+
+def test_json_round_trip_and_seed_index_determinism():
+    pool = SourcePool.from_manifest(rows([0.5, 1.5, 3.0, 7.0, 9.9], sfx_every=2))
+    spec = sample_spec(pool, CFG, 11, 5)
+    text = spec.to_json()
+    json.loads(text)
+    again = MixtureSpec.from_json(text)
+    assert again == spec and again.to_json() == text
+    assert MixtureSpec.from_json(spec.to_dict()) == spec
+    assert sample_spec(pool, CFG, 11, 6).to_json() != text
+    assert sample_spec(pool, CFG, 12, 5).to_json() != text
+    # row order in the manifest does not matter
+    shuffled = SourcePool.from_manifest(list(reversed(rows([0.5, 1.5, 3.0, 7.0, 9.9], sfx_every=2))))
+    assert sample_spec(shuffled, CFG, 11, 5).to_json() == text
+    with pytest.raises(ValueError, match="version"):
+        MixtureSpec.from_json({**spec.to_dict(), "version": 99})
+
+
+def test_pool_from_manifest_table_filters_split_kind_and_bad_rows():
+    from synth.manifest import conform_manifest
+
+    r = rows([1.0, 2.0, 3.0])
+    r[1]["split"] = "heldout"
+    r.append({"id": "short_bg", "kind": "background", "split": "train", "duration_s": 4.0})
+    r.append({"id": "nocap", "kind": "event", "split": "train", "duration_s": 1.0, "captions": []})
+    r.append({"id": "other", "kind": "none", "split": "train", "duration_s": 1.0})
+    for x in r:
+        x.setdefault("path", f"/x/{x['id']}.wav")
+        x.update(sample_rate=48000, channels=1)
+        x.setdefault("tags", [])
+        x.setdefault("captions", [])
+        x.setdefault("source_type", "general")
+    pool = SourcePool.from_manifest(conform_manifest(r), "train")
+    assert [s.id for s in pool.sfx] == ["ev000", "ev002"] and [s.id for s in pool.backgrounds] == [
+        "bg0",
+        "bg1",
+    ]
+    assert pool.skipped == Counter({"background_too_short": 1, "event_no_caption": 1})
+    assert [s.id for s in SourcePool.from_manifest(conform_manifest(r), "heldout").sfx] == ["ev001"]
+    with pytest.raises(ValueError, match="no event sources"):
+        SourcePool.from_manifest([x for x in r if x["kind"] != "event"], "train")
+
+
+def test_unknown_loudness_defers_the_gain_and_missing_background_is_noted():
+    r = [x for x in rows([1.0, 2.0]) if x["kind"] == "event"]
+    for x in r:
+        x["loudness_db"] = None
+    spec = sample_spec(SourcePool.from_manifest(r), CFG, 0, 0)
+    assert spec.background is None and spec.notes["no_background"] == 1
+    assert all(ev.gain_db is None and ev.loudness_db is None for ev in spec.events)
+
+
+def test_feasible_onsets_avoid_full_regions_exactly():
+    full = full_regions([(0, 100), (50, 150), (60, 70), (140, 200), (130, 160)], 3)
+    assert full == [(60, 70), (140, 150)]
+    assert full_regions([(0, 10), (10, 20), (0, 20)], 2) == [(0, 20)]
+    assert full_regions([(0, 10), (10, 20)], 2) == []  # touching intervals never overlap
+    rng = np.random.default_rng(0)
+    seen = {sample_feasible_onset(rng, 10, 200, full) for _ in range(3000)}
+    allowed = {o for o in range(191) if all(not (o < fe and fs < o + 10) for fs, fe in full)}
+    assert seen == allowed
+    assert sample_feasible_onset(rng, 10, 200, [(0, 200)]) is None
+    assert sample_feasible_onset(rng, 300, 200, []) is None

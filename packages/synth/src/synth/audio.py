@@ -29,6 +29,10 @@ TARGET_SR = 48000  # §4.2 / App. C.4: mixtures are rendered at 48 kHz
 RESAMPLE_QUALITY = "HQ"  # soxr quality; "VHQ" is also accepted by load_audio
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".opus")
 
+# Containers whose header frame count is an estimate (MP3: off by up to ~50 ms): frames are counted by
+# decoding the whole file instead.
+EXACT_COUNT_FORMATS = frozenset({"MP3"})
+
 _URI_RE = re.compile(r"^[a-zA-Z][-a-zA-Z0-9+.]*://")
 
 
@@ -73,11 +77,20 @@ def _open_source(path: str | os.PathLike) -> str | io.BytesIO:
     return p
 
 
+def _count_frames(f: sf.SoundFile, block: int = 1 << 16) -> int:
+    n = 0
+    while True:
+        got = f.read(block, dtype="float32", always_2d=True).shape[0]
+        n += got
+        if got < block:
+            return n
+
+
 def probe_audio(path: str | os.PathLike, verify: bool = True) -> AudioInfo:
     """Duration, rate, channels and encoding of an audio file, read from its header.
 
     With ``verify`` the first and last few thousand frames are also decoded, which catches truncated or
-    corrupt bodies cheaply. Raises AudioDecodeError (missing, undecodable, or no samples).
+    corrupt bodies cheaply. MP3 files are decoded whole to count their frames exactly. Raises AudioDecodeError (missing, undecodable, or no samples).
     """
     src = _open_source(path)
     name = str(path)
@@ -85,7 +98,9 @@ def probe_audio(path: str | os.PathLike, verify: bool = True) -> AudioInfo:
         with sf.SoundFile(src) as f:
             frames, sr, ch = int(f.frames), int(f.samplerate), int(f.channels)
             fmt, subtype = str(f.format), str(f.subtype)
-            if verify and frames > 0:
+            if fmt in EXACT_COUNT_FORMATS:
+                frames = _count_frames(f)
+            elif verify and frames > 0:
                 n = min(frames, 4096)
                 head = f.read(n, dtype="float32", always_2d=True)
                 if f.seekable() and frames > n:

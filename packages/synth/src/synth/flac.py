@@ -13,15 +13,19 @@ DEFAULT_COMPRESSION_LEVEL = 0.0
 
 
 def quantize_pcm16(audio: np.ndarray) -> np.ndarray:
-    """float [-1, 1] -> int16 by round(x * 32767); values outside [-1, 1] are clipped (never wrapped)."""
+    """float -> int16 by round(x * 32768) clipped to [-32768, 32767] (never wrapped).
+
+    The 32768 scale is the one libsndfile/soundfile use to decode PCM_16 to float, so encode -> decode is
+    exact to half an LSB; a mix whose peak is <= 1 - 2**-15 (MixtureConfig.max_peak) is never clipped.
+    """
     x = np.asarray(audio, dtype=np.float32)
     if x.ndim != 1:
         raise ValueError(f"quantize_pcm16 expects mono audio (1-D), got shape {x.shape}")
     if not np.isfinite(x).all():
         raise ValueError("quantize_pcm16: audio contains NaN or inf")
-    y = np.multiply(x, np.float32(32767.0))
-    np.clip(y, -32767.0, 32767.0, out=y)
+    y = np.multiply(x, np.float32(32768.0))
     np.rint(y, out=y)
+    np.clip(y, -32768.0, 32767.0, out=y)
     return y.astype(np.int16)
 
 

@@ -156,7 +156,14 @@ class LLMCaptioner:
             out = await self.client.caption(inputs[i])
             results[i] = self._record(inputs[i], key, out)  # cached as soon as it is known
 
-        await asyncio.gather(*(one(i, k) for i, k in todo))
+        tasks = [asyncio.ensure_future(one(i, k)) for i, k in todo]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:  # e.g. LLMConfigError: stop the rest of the batch before re-raising
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
         return [r for r in results if r is not None]
 
     def all_counts(self) -> Counter[str]:

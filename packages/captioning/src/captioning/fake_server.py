@@ -44,6 +44,17 @@ class ServerLog:
         return [r["file"] for r in self.requests if r["completed"] or not completed_only]
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False  # do not wait for scripted hangs on stop()
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # clients killed mid-request are expected
+            super().handle_error(request, client_address)
+
+
 class FakeChatServer:
     """Start with `with FakeChatServer(...) as srv:`; `srv.base_url` is the OpenAI base URL (…/v1)."""
 
@@ -170,9 +181,7 @@ class FakeChatServer:
         return Handler
 
     def start(self) -> FakeChatServer:
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._make_handler())
-        self._httpd.daemon_threads = True
-        self._httpd.block_on_close = False  # do not wait for scripted hangs on stop()
+        self._httpd = _QuietServer(("127.0.0.1", 0), self._make_handler())
         threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
         return self
 

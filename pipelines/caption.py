@@ -1,0 +1,297 @@
+"""Caption every corpus file with an LLM (or the built-in template captioner) into a source manifest.
+
+    uv run python pipelines/caption.py --corpus ../shared/corpus/dev --out data/manifest.parquet
+    uv run python pipelines/caption.py --corpus gs://b/corpus --out gs://b/manifest.parquet \\
+        --captioner vllm --endpoint http://10.0.0.5:8000/v1 --model mistralai/Mixtral-8x7B-Instruct-v0.1 \\
+        --runner=DataflowRunner --project P --region R --temp_location gs://b/tmp
+
+corpus folder (or --manifest) -> ingest + event/background filter (synth) -> captions -> manifest Parquet for
+`pipelines/render_mixtures.py --manifest`. Flags not listed below are Apache Beam pipeline options. The LLM
+API key is read from $FLAM_LLM_API_KEY (or $OPENAI_API_KEY). See docs/captioning.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("caption")
+
+WORKER_PACKAGES = ("flam-synth", "flam-captioning")  # dependencies first: Beam installs them in order
+
+
+@dataclass
+class CaptionJob:
+    """Parsed command line of one caption run."""
+
+    out: str
+    corpus: str | None = None
+    metadata: str | None = None
+    manifest: str | None = None
+    cache: str | None = None
+    batch_size: int = 64
+    measure_loudness: bool = False
+    wheel_dir: str | None = None
+    settings: Any = None  # captioning.beam_fns.CaptionSettings
+    beam_args: list[str] = field(default_factory=list)
+
+
+def _default_cache(out: str) -> str:
+    """<folder of --out>/caption_cache (works for local paths and URIs)."""
+    if "://" in out:
+        return out.rsplit("/", 1)[0] + "/caption_cache"
+    return str(Path(out).resolve().parent / "caption_cache")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> CaptionJob:
+    from captioning.beam_fns import CaptionSettings
+    from captioning.client import API_KEY_ENV_VARS, STRUCTURED_MODES, ClientConfig
+
+    d = ClientConfig()
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="Any other --flag is an Apache Beam pipeline option (--runner, --project, --temp_location, ...).",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--corpus", help="corpus folder (metadata.csv + audio), local path or URI")
+    src.add_argument("--manifest", help="existing manifest Parquet to (re)caption; ingest is skipped")
+    p.add_argument("--metadata", help="metadata file to use instead of <corpus>/metadata.csv (e.g. a subset)")
+    p.add_argument("--out", required=True, help="output manifest Parquet (local path or URI)")
+    p.add_argument(
+        "--captioner",
+        choices=("template", "vllm"),
+        default="template",
+        help="template: no LLM, captions from tags/description (default); vllm: LLM endpoint",
+    )
+    p.add_argument(
+        "--endpoint", default=d.endpoint, help=f"OpenAI-compatible base URL (default {d.endpoint})"
+    )
+    p.add_argument("--model", default=d.model, help=f"served model name (default {d.model})")
+    p.add_argument("--captions-per-file", type=int, default=d.captions_per_file)
+    p.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=d.max_concurrency,
+        help="requests in flight per worker (DoFn instance)",
+    )
+    p.add_argument("--timeout-s", type=float, default=d.timeout_s, help="per-request timeout")
+    p.add_argument("--max-attempts", type=int, default=d.max_attempts, help="requests per file at most")
+    p.add_argument("--temperature", type=float, default=d.temperature)
+    p.add_argument(
+        "--structured-output",
+        choices=STRUCTURED_MODES,
+        default=d.structured_output,
+        help="how JSON output is requested (vLLM: response_format json_schema or guided_json)",
+    )
+    p.add_argument(
+        "--api-key-env",
+        default=",".join(API_KEY_ENV_VARS),
+        help="comma-separated env vars holding the API key (read on each worker)",
+    )
+    p.add_argument("--cache", help="caption cache folder (default: <folder of --out>/caption_cache)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the caption cache")
+    p.add_argument(
+        "--retry-cached-failures",
+        action="store_true",
+        help="ask again for files whose cached LLM answers were invalid",
+    )
+    p.add_argument("--batch-size", type=int, default=64, help="rows per captioning batch (max)")
+    p.add_argument(
+        "--measure-loudness", action="store_true", help="with --corpus: store loudness_db per file"
+    )
+    p.add_argument("--wheel-dir", help="remote runners: keep the built worker wheels here")
+    p.add_argument("--log-level", default="INFO")
+    args, beam_args = p.parse_known_args(argv)
+    if beam_args and not beam_args[0].startswith("--"):
+        p.error(f"unexpected argument {beam_args[0]!r} (Beam options are --name=value)")
+    if args.metadata and not args.corpus:
+        p.error("--metadata needs --corpus (relative paths resolve against the corpus folder)")
+    for name in ("captions_per_file", "max_concurrency", "max_attempts", "batch_size"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    client = ClientConfig(
+        endpoint=args.endpoint,
+        model=args.model,
+        captions_per_file=args.captions_per_file,
+        max_concurrency=args.max_concurrency,
+        timeout_s=args.timeout_s,
+        max_attempts=args.max_attempts,
+        temperature=args.temperature,
+        structured_output=args.structured_output,
+    )
+    cache = None if args.no_cache else (args.cache or _default_cache(args.out))
+    settings = CaptionSettings(
+        captioner=args.captioner,
+        client=client,
+        cache=cache if args.captioner == "vllm" else None,
+        retry_cached_failures=args.retry_cached_failures,
+        api_key_env=tuple(n.strip() for n in args.api_key_env.split(",") if n.strip()),
+    )
+    return CaptionJob(
+        out=args.out,
+        corpus=args.corpus,
+        metadata=args.metadata,
+        manifest=args.manifest,
+        cache=settings.cache,
+        batch_size=args.batch_size,
+        measure_loudness=args.measure_loudness,
+        wheel_dir=args.wheel_dir,
+        settings=settings,
+        beam_args=beam_args,
+    )
+
+
+def beam_pipeline_args(job: CaptionJob) -> list[str]:
+    """Beam args with local defaults; for remote runners + --extra_package wheels of WORKER_PACKAGES."""
+    from synth.beam_support import pipeline_args
+
+    wheel_dir = Path(job.wheel_dir) if job.wheel_dir else None
+    return pipeline_args(job.beam_args, packages=WORKER_PACKAGES, wheel_dir=wheel_dir)
+
+
+def metadata_rows(job: CaptionJob) -> tuple[list[dict], list[dict]]:
+    """Metadata rows with ids (first of each id kept) and the skipped duplicates/bad rows."""
+    from synth.errors import MetadataError
+    from synth.ingest import find_metadata, read_metadata, row_id, scan_audio_files
+
+    assert job.corpus is not None
+    meta = job.metadata or ("" if "://" in job.corpus else find_metadata(job.corpus))
+    if meta:
+        rows = read_metadata(meta)
+    elif "://" in job.corpus:
+        raise MetadataError(f"{job.corpus}: remote corpus needs metadata.csv; pass --metadata")
+    else:
+        rows = scan_audio_files(job.corpus)
+    good, skipped, seen = [], [], {}
+    for row in rows:
+        try:
+            rid = row_id(row, job.corpus)
+        except MetadataError as exc:
+            skipped.append({"path": str(row.get("path")), "reason": "bad_metadata", "detail": str(exc)})
+            continue
+        if rid in seen:
+            skipped.append({"path": str(row.get("path")), "reason": "duplicate_id", "detail": f"id {rid!r}"})
+            continue
+        seen[rid] = True
+        good.append({**row, "id": rid})
+    return good, skipped
+
+
+def run(job: CaptionJob) -> dict:
+    """Build and run the pipeline; returns the summary dict (also printed and written as JSON)."""
+    import apache_beam as beam
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from captioning.beam_fns import (
+        CaptionBatchDoFn,
+        metrics_counts,
+        probe_or_skip,
+        summary_path,
+        write_outputs,
+    )
+    from captioning.captioner import format_summary
+    from synth.ingest import IngestConfig
+    from synth.manifest import manifest_rows, read_manifest
+
+    args = beam_pipeline_args(job)
+    options = PipelineOptions(args)
+    FileSystems.set_options(options)
+    runner = next((a.split("=", 1)[1] for a in args if a.startswith("--runner=")), "")
+    if "Dataflow" in runner and any(os.environ.get(n) for n in job.settings.api_key_env):
+        log.warning(
+            "the API key is not shipped to workers: workers read %s from their own environment "
+            "(see docs/captioning.md)",
+            "/".join(job.settings.api_key_env),
+        )
+    cfg = IngestConfig(
+        n_captions=job.settings.client.captions_per_file, measure_loudness=job.measure_loudness
+    )
+    pre_skipped: list[dict] = []
+    if job.manifest:
+        rows = manifest_rows(read_manifest(job.manifest))
+        log.info("manifest %s: %d rows to caption", job.manifest, len(rows))
+    else:
+        rows, pre_skipped = metadata_rows(job)
+        log.info(
+            "corpus %s: %d metadata rows (%d skipped before probing)", job.corpus, len(rows), len(pre_skipped)
+        )
+
+    with beam.Pipeline(options=options) as p:
+        src = p | "Rows" >> beam.Create(rows, reshuffle=False)
+        if job.manifest:
+            probed, skipped = src, p | "NoSkips" >> beam.Create(pre_skipped)
+        else:
+            res = src | "Probe" >> beam.Map(probe_or_skip, job.corpus, cfg).with_outputs(
+                "skipped", main="rows"
+            )
+            probed = res.rows
+            skipped = (
+                res.skipped,
+                p | "PreSkipped" >> beam.Create(pre_skipped),
+            ) | "AllSkipped" >> beam.Flatten()
+        captioned = (
+            probed
+            | "Spread" >> beam.Reshuffle()
+            | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=job.batch_size)
+            | "Caption" >> beam.ParDo(CaptionBatchDoFn(job.settings))
+        )
+        _ = (
+            p
+            | "Once" >> beam.Create([None])
+            | "Write"
+            >> beam.Map(
+                write_outputs,
+                rows=beam.pvalue.AsList(captioned),
+                skipped=beam.pvalue.AsList(skipped),
+                out=job.out,
+                assign=not job.manifest,
+                cfg=cfg,
+            )
+        )
+    result = p.result
+    counts = metrics_counts(result)
+    ingest: dict[str, Any] = metrics_counts(result, "ingest")
+    ingest["skipped_before_probe"] = dict(Counter(s["reason"] for s in pre_skipped))
+    summary = {
+        "out": job.out,
+        "captioner": job.settings.captioner,
+        "model": job.settings.client.model if job.settings.captioner == "vllm" else None,
+        "endpoint": job.settings.client.endpoint if job.settings.captioner == "vllm" else None,
+        "cache": job.cache,
+        "counts": counts,
+        "ingest": ingest,
+    }
+    print(format_summary(counts))
+    print("ingest: " + json.dumps(ingest, sort_keys=True))
+    with FileSystems.create(summary_path(job.out)) as fh:
+        fh.write(json.dumps(summary, indent=2, sort_keys=True).encode())
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from captioning.client import LLMConfigError
+    from synth.errors import ManifestError, MetadataError
+
+    job = parse_args(argv)
+    try:
+        run(job)
+    except (MetadataError, ManifestError, LLMConfigError, ValueError) as exc:
+        print(f"caption: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""pipelines/caption.py end to end on --runner=FnApiRunner over 30 files of the shared dev corpus.
+
+The LLM is captioning.fake_server (a real HTTP server on 127.0.0.1) started by the tests.
+"""
+
+import csv
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from captioning.fake_server import FakeChatServer
+from captioning.prompt import PROMPT_VERSION
+from captioning.validate import caption_problem
+from synth.manifest import read_manifest
+
+BEAM = ["--runner=FnApiRunner", "--direct_num_workers=1"]
+SECRET = "sk-test-never-print-4242"
+
+
+@pytest.fixture(scope="module")
+def caption_cli(repo_root):
+    """pipelines/caption.py imported as a module (it is a script, not a package)."""
+    spec = importlib.util.spec_from_file_location("caption_cli", repo_root / "pipelines" / "caption.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["caption_cli"] = mod
+    spec.loader.exec_module(mod)
+    yield mod
+    sys.modules.pop("caption_cli", None)
+
+
+def _subset(dev_corpus, tmp_path, n, extra_rows=()):
+    """A metadata CSV holding the first n rows of the dev corpus (+ extra rows)."""
+    with open(dev_corpus / "metadata.csv", newline="") as fh:
+        reader = csv.DictReader(fh)
+        rows = [r for _, r in zip(range(n), reader, strict=False)]
+        fields = reader.fieldnames
+    path = tmp_path / "subset.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+        w.writerows(extra_rows)
+    return path, rows
+
+
+def _summary(out):
+    return json.loads(out.with_name(out.stem + ".summary.json").read_text())
+
+
+def test_template_captioner_pipeline(caption_cli, dev_corpus, tmp_path):
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF not really audio")
+    extra = [
+        {"id": "x/broken", "path": str(bad), "filename": "broken.wav", "tags": "noise"},
+        {"id": "x/missing", "path": "audio/nope/missing.wav", "filename": "missing.wav"},
+        {"id": "boswars-data/artil.die", "path": "audio/boswars-data/artil.die.wav"},  # duplicate id
+    ]
+    meta, rows = _subset(dev_corpus, tmp_path, 30, extra)
+    out = tmp_path / "out" / "manifest.parquet"
+    args = [
+        "--corpus",
+        str(dev_corpus),
+        "--metadata",
+        str(meta),
+        "--out",
+        str(out),
+        "--captioner",
+        "template",
+    ]
+    assert caption_cli.main(args + BEAM) == 0
+    table = read_manifest(out)
+    got = table.to_pylist()
+    assert [r["id"] for r in got] == sorted(r["id"] for r in rows)  # every good file, none of the bad ones
+    for r in got:
+        assert r["caption_source"] == "template" and r["prompt_version"] == "template-v1"
+        assert r["caption_model"] is None and 1 <= len(r["captions"]) <= 3
+        assert all(caption_problem(c, r["filename"]) is None for c in r["captions"])
+        assert r["kind"] in ("event", "background", "none") and r["split"] in ("train", "heldout")
+    assert {r["kind"] for r in got} >= {"event"} and any(r["split"] == "heldout" for r in got)
+    s = _summary(out)
+    assert s["counts"]["files_template"] == 30 and s["counts"].get("requests_sent", 0) == 0
+    assert s["ingest"]["ingested"] == 30 and s["ingest"]["skipped_decode_error"] == 1
+    assert s["ingest"]["skipped_missing_file"] == 1 and s["ingest"]["skipped_before_probe"] == {
+        "duplicate_id": 1
+    }
+    skipped = [json.loads(x) for x in out.with_name("manifest.skipped.jsonl").read_text().splitlines()]
+    assert sorted(x["reason"] for x in skipped) == ["decode_error", "duplicate_id", "missing_file"]
+
+    # the renderer reads it (pipelines/render_mixtures.py --manifest goes through load_sources/SourcePool)
+    from synth.pipeline import RenderOptions, load_sources
+    from synth.spec import SourcePool
+
+    loaded, skips, _ = load_sources(RenderOptions(out=str(tmp_path / "r"), manifest=str(out)))
+    assert loaded.num_rows == 30 and not skips
+    SourcePool.from_manifest(loaded, "train")
+
+
+def test_llm_pipeline_counts_cache_and_secret(caption_cli, dev_corpus, tmp_path, monkeypatch, capfd):
+    meta, rows = _subset(dev_corpus, tmp_path, 30)
+    names = [r["filename"] for r in rows]
+    script = {names[1]: ["429", "ok"], names[2]: ["500", "ok"], names[3]: ["malformed", "fenced"]}
+    script[names[4]] = ["invalid"] * 4
+    monkeypatch.setenv("FLAM_LLM_API_KEY", SECRET)
+    out = tmp_path / "out" / "manifest.parquet"
+    with FakeChatServer(script=script, latency_s=0.02) as srv:
+        args = ["--corpus", str(dev_corpus), "--metadata", str(meta), "--out", str(out), "--captioner", "vllm",
+                "--endpoint", srv.base_url, "--model", "test-model", "--captions-per-file", "4",
+                "--max-concurrency", "3", "--max-attempts", "4"]  # fmt: skip
+        assert caption_cli.main(args + BEAM) == 0
+        first = len(srv.log.requests)
+        assert first == 30 + 1 + 1 + 1 + 3 and srv.log.max_in_flight <= 3
+        assert all(r["auth"] == f"Bearer {SECRET}" for r in srv.log.requests)
+        c = _summary(out)["counts"]
+        assert (c["files_total"], c["files_llm"], c["files_fallback"]) == (30, 29, 1)
+        assert c["requests_sent"] == first and c["retries"] == 6
+        assert c["failed_rate_limited"] == 1 and c["failed_http_500"] == 1 and c["failed_malformed_json"] == 1
+        assert c["failed_invalid_captions"] == 4 and c["fallback_reason_invalid_captions"] == 1
+        table = {r["filename"]: r for r in read_manifest(out).to_pylist()}
+        assert table[names[4]]["caption_source"] == "fallback" and table[names[4]]["captions"]
+        for name, r in table.items():
+            assert r["prompt_version"] == PROMPT_VERSION and r["caption_model"] == "test-model"
+            if name != names[4]:
+                assert r["caption_source"] == "llm" and len(r["captions"]) == 4
+
+        # re-run: everything comes from the cache, the server sees no request
+        assert caption_cli.main(args + BEAM) == 0
+        assert len(srv.log.requests) == first
+        c2 = _summary(out)["counts"]
+        assert c2["files_cache"] == 29 and c2["files_cache_fallback"] == 1 and c2.get("requests_sent", 0) == 0
+        assert {r["filename"]: r["captions"] for r in read_manifest(out).to_pylist()} == {
+            k: v["captions"] for k, v in table.items()
+        }
+    # the key is in no output, cache entry or log line
+    text = capfd.readouterr()
+    assert SECRET not in text.out + text.err
+    for p in out.parent.rglob("*"):
+        if p.is_file():
+            assert SECRET.encode() not in p.read_bytes(), p
+
+
+def test_killed_run_resumes_without_duplicate_requests(caption_cli, dev_corpus, tmp_path, repo_root):
+    meta, rows = _subset(dev_corpus, tmp_path, 24)
+    out = tmp_path / "out" / "manifest.parquet"
+    with FakeChatServer(latency_s=0.25) as srv:
+        args = ["--corpus", str(dev_corpus), "--metadata", str(meta), "--out", str(out), "--captioner", "vllm",
+                "--endpoint", srv.base_url, "--model", "test-model", "--max-concurrency", "2"]  # fmt: skip
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.Popen(
+            [sys.executable, str(repo_root / "pipelines" / "caption.py"), *args, *BEAM],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
+        )  # fmt: skip
+        try:
+            deadline = time.time() + 90
+            while sum(r["completed"] for r in srv.log.requests) < 8:
+                assert proc.poll() is None, "pipeline ended before it could be killed"
+                assert time.time() < deadline, "no requests reached the server"
+                time.sleep(0.05)
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)  # the process group this test started
+            proc.wait(30)
+        t_kill = time.time()
+        assert not out.exists()
+        done_before = {r["file"] for r in srv.log.requests if r["completed"] and r["t_end"] < t_kill - 0.2}
+        n_first = len(srv.log.requests)
+        assert 4 <= len(done_before) < 24
+
+        assert caption_cli.main(args + BEAM) == 0
+        again = [r["file"] for r in srv.log.requests[n_first:]]
+        assert not done_before & set(again), "a file answered before the kill was requested again"
+        assert len(again) == len(set(again)) and len(set(again)) + len(done_before) >= 24 - 2
+        got = read_manifest(out).to_pylist()
+        assert len(got) == 24 and all(r["caption_source"] == "llm" for r in got)
+        c = _summary(out)["counts"]
+        assert c["files_cache"] >= len(done_before) and c["files_cache"] + c["files_llm"] == 24

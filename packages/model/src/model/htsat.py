@@ -10,7 +10,8 @@ Frame mapping (10-s clip, 48 kHz, hop 480): STFT frame t ∈ [0, 1001) sits at i
 τ = t·1023/1000 (bicubic, align_corners=True, 1001 → 1024); τ lies in quarter q = ⌊τ/256⌋ at column τ mod 256;
 the 4×4 patch column is ⌊(τ mod 256)/4⌋ and, after three 2× mergings, the final token column is
 w = ⌊(τ mod 256)/32⌋; output frame = q·8 + w = ⌊τ/32⌋. So mel frame t lands in output frame
-k(t) = ⌊round(t·1023/1000)/32⌋ (nearest interpolated sample), frame k covers [k, k+1)·0.3125 s.
+k(t) = ⌊round(t·1023/1000)/32⌋ (nearest interpolated sample), frame k covers [k, k+1)·0.3125 s. The one exact
+tie is t = 500 (τ = 511.5, split equally between frames 15 and 16; `round` gives 16).
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ class WindowAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * ws - 1) ** 2, heads))
-        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+        nn.init.normal_(self.relative_position_bias_table, std=0.02)
         self.register_buffer("relative_position_index", relative_position_index(ws), persistent=False)
 
     def bias(self) -> torch.Tensor:
@@ -223,7 +224,8 @@ class HTSAT(nn.Module):
         self.logmel_extractor = LogMel(fe)
         self.bn0 = nn.BatchNorm1d(fe.n_mels)  # same keys as LAION-CLAP's BatchNorm2d(64)
         self.patch_embed = PatchEmbed(cfg.patch_size, cfg.embed_dim)
-        dpr = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths)).tolist()
+        n_blocks = sum(cfg.depths)
+        dpr = [cfg.drop_path_rate * i / max(1, n_blocks - 1) for i in range(n_blocks)]
         res = cfg.spec_size // cfg.patch_size
         layers, start = [], 0
         for i, (depth, heads) in enumerate(zip(cfg.depths, cfg.num_heads, strict=True)):
@@ -259,7 +261,7 @@ class HTSAT(nn.Module):
 
 def _init_weights(m: nn.Module) -> None:
     if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
+        nn.init.normal_(m.weight, std=0.02)  # = timm's trunc_normal_(std=.02): its cut at ±2 is ±100σ
         if m.bias is not None:
             nn.init.zeros_(m.bias)
     elif isinstance(m, nn.LayerNorm):

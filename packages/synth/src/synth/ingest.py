@@ -229,7 +229,10 @@ def resolve_path(path_value: str, corpus_dir: str | os.PathLike) -> str:
     if os.path.isabs(p):
         return os.path.normpath(p)
     if is_uri(base):
-        return base.rstrip("/") + "/" + PurePosixPath(p).as_posix().lstrip("./")
+        rel = PurePosixPath(p.replace("\\", "/")).as_posix()
+        while rel.startswith("./"):
+            rel = rel[2:]
+        return base.rstrip("/") + "/" + rel
     return os.path.normpath(os.path.join(os.path.abspath(local_path(base)), p))
 
 

@@ -63,25 +63,31 @@ def span_frame_power(
 ) -> np.ndarray:
     """Frame power on the grid of a signal whose only non-zero samples are `weighted` at offset `start`.
 
-    Vectorised: one cumulative sum over the span, two gathers per frame. Frames whose windows miss the
-    span get power 0.
+    Vectorised: the span is cut into blocks of gcd(hop, win, window offset) samples (600 for 2400/1200),
+    block energies come from one row-wise dot product, and each window sums win/block consecutive blocks.
+    Frames whose windows miss the span get power 0.
     """
     power = np.zeros(n_frames, dtype=np.float64)
     n = len(weighted)
     if n == 0 or n_frames == 0:
         return power
-    off = (hop - win) // 2
+    off = (hop - win) // 2  # window of frame i starts at i*hop + off
+    blk = math.gcd(math.gcd(hop, win), abs(off)) if off else math.gcd(hop, win)
+    j0 = start // blk  # first block (absolute index) touching the span
+    n_blocks = -(-(start + n) // blk) - j0
+    buf = np.zeros(n_blocks * blk, dtype=np.float64)
+    buf[start - j0 * blk : start - j0 * blk + n] = weighted
+    rows = buf.reshape(n_blocks, blk)
+    csum = np.zeros(n_blocks + 1, dtype=np.float64)
+    np.cumsum(np.einsum("ij,ij->i", rows, rows), out=csum[1:])
     lo = max(0, (start - off - win) // hop)
     hi = min(n_frames, (start + n - off) // hop + 1)
     if hi <= lo:
         return power
-    csum = np.empty(n + 1, dtype=np.float64)
-    csum[0] = 0.0
-    np.cumsum(np.square(weighted, dtype=np.float64), out=csum[1:])
-    s = np.arange(lo, hi, dtype=np.int64) * hop + (off - start)
-    e = np.clip(s + win, 0, n)
-    np.clip(s, 0, n, out=s)
-    power[lo:hi] = (csum[e] - csum[s]) / win
+    b = (np.arange(lo, hi, dtype=np.int64) * hop + off) // blk - j0
+    e = np.clip(b + win // blk, 0, n_blocks)
+    np.clip(b, 0, n_blocks, out=b)
+    power[lo:hi] = (csum[e] - csum[b]) / win
     np.maximum(power, 0.0, out=power)  # cumsum round-off can give -1e-18
     return power
 

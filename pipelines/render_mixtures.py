@@ -52,6 +52,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[RenderOptions, list[s
         action="store_true",
         help="with --corpus: do not decode every file at ingest to store loudness (workers measure it)",
     )
+    p.add_argument("--ingest-workers", type=int, default=1, help="with --corpus: processes probing files")
     p.add_argument("--log-level", default="INFO")
     args, beam_args = p.parse_known_args(argv)
     if beam_args and not beam_args[0].startswith("--"):
@@ -74,6 +75,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[RenderOptions, list[s
             audio_text=not args.no_audio_text,
             audio_text_shard_size=args.audio_text_shard_size,
             measure_loudness=not args.no_measure_loudness,
+            ingest_workers=args.ingest_workers,
             mixture=MixtureConfig(),
         )
     except ValueError as e:

@@ -18,7 +18,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import subprocess
 import threading
 import time
@@ -130,8 +129,11 @@ class _ShardFn(beam.DoFn):
 
     kind = "shards"
 
-    def __init__(self, split_dir: str, fingerprint: str, num_samples: int, shard_size: int) -> None:
+    def __init__(
+        self, split_dir: str, fingerprint: str, num_samples: int, shard_size: int, code_version: str = ""
+    ) -> None:
         self.split_dir = split_dir
+        self.code_version = code_version
         self.fingerprint = fingerprint
         self.num_samples = num_samples
         self.shard_size = shard_size
@@ -160,6 +162,7 @@ class _ShardFn(beam.DoFn):
                 "name": shards.shard_name(shard),
                 "first_index": indices.start,
                 "fingerprint": self.fingerprint,
+                "code_version": self.code_version,
                 "stats": dict(sorted(stats.items())),
             }
             writer.close(sidecar, shards.join(self.split_dir, shards.sidecar_name(shard)))
@@ -188,8 +191,9 @@ class RenderMixtureShardFn(_ShardFn):
         seed: int,
         cfg: MixtureConfig,
         cache_bytes: int = CACHE_BYTES,
+        code_version: str = "",
     ) -> None:
-        super().__init__(split_dir, fingerprint, num_samples, shard_size)
+        super().__init__(split_dir, fingerprint, num_samples, shard_size, code_version)
         self.sources_path, self.split, self.seed, self.cfg = sources_path, split, seed, cfg
         self.cache_bytes = cache_bytes
         self.mixtures = Metrics.counter("flam", "mixtures_rendered")
@@ -236,8 +240,9 @@ class AudioTextShardFn(_ShardFn):
         sources_path: str,
         seed: int,
         sr: int = SAMPLE_RATE,
+        code_version: str = "",
     ) -> None:
-        super().__init__(split_dir, fingerprint, num_samples, shard_size)
+        super().__init__(split_dir, fingerprint, num_samples, shard_size, code_version)
         self.sources_path, self.seed, self.sr = sources_path, seed, sr
         self.clips = Metrics.counter("flam", "audio_text_clips")
 
@@ -283,6 +288,7 @@ class RenderOptions:
     audio_text: bool = True
     audio_text_shard_size: int | None = None  # default: shard_size
     measure_loudness: bool = True
+    ingest_workers: int = 1  # >1: ingest probes files in a process pool (large corpora)
     mixture: MixtureConfig = field(default_factory=MixtureConfig)
 
     def __post_init__(self) -> None:
@@ -376,7 +382,7 @@ def load_sources(opts: RenderOptions) -> tuple[pa.Table, dict[str, int], list[st
     if opts.corpus is not None:
         from synth.ingest import IngestConfig, ingest_corpus
 
-        cfg = IngestConfig(measure_loudness=opts.measure_loudness, workers=os.cpu_count() or 1, progress=True)
+        cfg = IngestConfig(measure_loudness=opts.measure_loudness, workers=opts.ingest_workers, progress=True)
         result = ingest_corpus(opts.corpus, cfg=cfg)
         for s in result.skipped:
             skipped[s.reason] += 1
@@ -551,6 +557,7 @@ def run_render(opts: RenderOptions, beam_args: Sequence[str] = ()) -> RenderSumm
                                 opts.split,
                                 opts.seed,
                                 cfg,
+                                code_version=version,
                             )
                         )
                     )
@@ -561,7 +568,15 @@ def run_render(opts: RenderOptions, beam_args: Sequence[str] = ()) -> RenderSumm
                         | "SpreadAudioText" >> beam.Reshuffle()
                         | "WriteAudioText"
                         >> beam.ParDo(
-                            AudioTextShardFn(at_dir, at_fp, len(at_rows), at_size, sources_path, opts.seed)
+                            AudioTextShardFn(
+                                at_dir,
+                                at_fp,
+                                len(at_rows),
+                                at_size,
+                                sources_path,
+                                opts.seed,
+                                code_version=version,
+                            )
                         )
                     )
 

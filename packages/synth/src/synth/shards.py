@@ -441,6 +441,7 @@ def build_index(
                 "bytes": m["bytes"],
                 "sha256": m["sha256"],
                 "stats": m.get("stats", {}),
+                "code_version": m.get("code_version", ""),
             }
             for m in shards
         ],

@@ -1,0 +1,291 @@
+"""render_mixtures end to end with real Beam (FnApiRunner), real dev-corpus audio and WebDataset read-back.
+
+One clean run (24 mixtures, 3 shards) is shared by the module; other tests render again into fresh folders
+with other worker counts, after damaging shards, or from the command line, and compare bytes.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+import webdataset as wds
+
+from synth import shards
+from synth.filtering import classify_kind
+from synth.ingest import IngestConfig, ingest_corpus
+from synth.manifest import read_manifest, write_manifest
+from synth.pipeline import RenderOptions, run_render
+
+N, SHARD, SEED = 24, 8, 7
+ONE_WORKER = ["--runner=FnApiRunner", "--direct_num_workers=1"]
+
+
+@pytest.fixture(scope="module")
+def dev_manifest(dev_corpus, tmp_path_factory) -> Path:
+    """A small manifest from the dev corpus: 18 events, the 3 shortest backgrounds, 1 other file."""
+    rows = list(csv.DictReader(open(dev_corpus / "metadata.csv", newline="")))
+    kinds = {r["id"]: classify_kind(r) for r in rows}
+    events = [r for r in rows if kinds[r["id"]] == "event"][::37][:18]
+    bgs = sorted((r for r in rows if kinds[r["id"]] == "background"), key=lambda r: float(r["duration_s"]))[
+        :3
+    ]
+    other = sorted((r for r in rows if kinds[r["id"]] == "none"), key=lambda r: float(r["duration_s"]))[:1]
+    result = ingest_corpus(
+        dev_corpus, metadata=events + bgs + other, cfg=IngestConfig(measure_loudness=False)
+    )
+    assert result.skipped == []
+    return Path(write_manifest(result.table, tmp_path_factory.mktemp("manifest") / "manifest.parquet"))
+
+
+def _opts(out: Path, manifest: Path, **kw) -> RenderOptions:
+    return RenderOptions(
+        out=str(out), manifest=str(manifest), num_mixtures=N, shard_size=SHARD, seed=SEED, **kw
+    )
+
+
+@pytest.fixture(scope="module")
+def clean_run(dev_manifest, tmp_path_factory):
+    out = tmp_path_factory.mktemp("clean")
+    summary = run_render(_opts(out, dev_manifest), ONE_WORKER)
+    return out, summary
+
+
+def _without_code_version(obj):
+    """index.json minus the git commit that wrote it (other commits land between the runs of a test)."""
+    if isinstance(obj, dict):
+        return {k: _without_code_version(v) for k, v in obj.items() if k != "code_version"}
+    if isinstance(obj, list):
+        return [_without_code_version(v) for v in obj]
+    return obj
+
+
+def _digests(out: Path) -> dict[str, str]:
+    """sha256 of every shard, and of every index.json without its code_version fields."""
+    found = {}
+    for p in sorted(out.rglob("*")):
+        if p.suffix == ".tar":
+            found[str(p.relative_to(out))] = hashlib.sha256(p.read_bytes()).hexdigest()
+        elif p.name == "index.json":
+            canon = json.dumps(_without_code_version(json.loads(p.read_text())), sort_keys=True)
+            found[str(p.relative_to(out))] = hashlib.sha256(canon.encode()).hexdigest()
+    return found
+
+
+def _check_segments(segments: list, duration: float) -> None:
+    assert segments, "an event label without segments"
+    for a, b in segments:
+        assert 0.0 <= a < b <= duration + 1e-9
+    for (_, b0), (a1, _) in zip(segments, segments[1:], strict=False):
+        assert b0 < a1, f"segments overlap or touch: {segments}"
+
+
+def test_mixture_shards_read_back_with_webdataset(clean_run, dev_manifest):
+    out, summary = clean_run
+    split_dir = out / "mixtures" / "train"
+    assert sorted(p.name for p in split_dir.glob("shard-*.tar")) == [shards.shard_name(k) for k in range(3)]
+    rows = read_manifest(dev_manifest).to_pylist()
+    train_events = {r["id"] for r in rows if r["split"] == "train" and r["kind"] == "event"}
+    captions = {r["id"]: set(r["captions"]) for r in rows}
+
+    urls = [str(split_dir / shards.shard_name(k)) for k in range(3)]
+    samples = list(wds.WebDataset(urls, shardshuffle=False))
+    assert [s["__key__"] for s in samples] == [f"{i:09d}" for i in range(N)]
+    placed = 0
+    for i, s in enumerate(samples):
+        rec = json.loads(s["json"])
+        assert set(rec) == {"key", "sample_rate", "duration", "events", "spec"}
+        assert rec["key"] == s["__key__"] and rec["sample_rate"] == 48000 and rec["duration"] == 10.0
+        assert rec["spec"]["index"] == i and rec["spec"]["seed"] == SEED
+        audio, sr = sf.read(io.BytesIO(s["flac"]), dtype="float32")
+        assert sr == 48000 and audio.shape == (480000,) and float(abs(audio).max()) > 0
+        texts = [e["text"] for e in rec["events"]]
+        assert len(texts) == len(set(texts)), "one label per text"
+        for e in rec["events"]:
+            assert e["source_id"] in train_events and e["text"] in captions[e["source_id"]]
+            assert isinstance(e["tags"], list)
+            _check_segments(e["segments"], rec["duration"])
+        placed += len(rec["spec"]["events"])
+
+    assert summary.mixtures_written == N and summary.mixture_shards_written == 3
+    assert summary.mixture_shards_skipped == 0 and summary.events_placed == placed
+    index = json.loads((split_dir / "index.json").read_text())
+    assert index["num_samples"] == N and index["seed"] == SEED and index["split"] == "train"
+    assert index["code_version"].startswith("flam-synth ")
+    assert index["config"]["num_samples"] == N and index["config"]["shard_size"] == SHARD
+    assert [s["count"] for s in index["shards"]] == [8, 8, 8]
+    for entry in index["shards"]:
+        data = (split_dir / entry["name"]).read_bytes()
+        assert entry["sha256"] == hashlib.sha256(data).hexdigest() and entry["bytes"] == len(data)
+    assert index["totals"]["events_placed"] == placed and index["totals"]["mixtures"] == N
+    text = summary.format()
+    assert f"mixtures written:       {N} of {N}" in text and "events dropped" in text
+
+
+def test_audio_text_shards(clean_run, dev_manifest):
+    out, summary = clean_run
+    rows = read_manifest(dev_manifest).to_pylist()
+    expected = sorted(r["id"] for r in rows if r["split"] == "train" and r["captions"])
+    split_dir = out / "audio_text" / "train"
+    index = json.loads((split_dir / "index.json").read_text())
+    urls = [str(split_dir / e["name"]) for e in index["shards"]]
+    samples = list(wds.WebDataset(urls, shardshuffle=False))
+    assert [json.loads(s["json"])["source_id"] for s in samples] == expected
+    by_id = {r["id"]: r for r in rows}
+    for s in samples:
+        rec = json.loads(s["json"])
+        row = by_id[rec["source_id"]]
+        assert rec["text"] == row["captions"] and rec["tag"] == row["tags"]
+        audio, sr = sf.read(io.BytesIO(s["flac"]), dtype="float32")
+        assert sr == 48000 and audio.shape == (480000,)
+        valid = int(round(rec["valid_duration"] * sr))
+        assert (
+            valid == min(480000, int(round(row["duration_s"] * sr)))
+            or abs(valid - row["duration_s"] * sr) < 50
+        )
+        if valid < 480000:
+            assert not audio[valid + 1 :].any(), "short clips are zero padded at the end"
+        assert 0 <= rec["offset"] <= max(0.0, row["duration_s"] - 10.0) + 1e-6
+    assert summary.audio_text_written == len(expected) == index["num_samples"]
+
+
+def test_byte_identical_across_worker_counts(clean_run, dev_manifest, tmp_path):
+    out, _ = clean_run
+    args = ["--runner=FnApiRunner", "--direct_num_workers=2", "--direct_running_mode=multi_threading"]
+    summary = run_render(_opts(tmp_path, dev_manifest), args)
+    assert summary.mixture_shards_written == 3
+    assert _digests(tmp_path) == _digests(out)
+    assert len(_digests(out)) == 3 + 3 + 2  # mixture + audio-text shards and the two index.json files
+
+
+def test_resume_redoes_only_damaged_shards(clean_run, dev_manifest, tmp_path):
+    out, _ = clean_run
+    shutil.copytree(out, tmp_path, dirs_exist_ok=True)
+    mix = tmp_path / "mixtures" / "train"
+    (mix / "shard-000001.tar").unlink()  # killed before the rename
+    with open(mix / "shard-000002.tar", "r+b") as f:  # damaged after the fact: size no longer matches
+        f.truncate(10240)
+    (mix / ".shard-000001.tar.tmp-0123456789ab").write_bytes(b"half a shard")  # stale temp file
+    (mix / "index.json").unlink()
+    summary = run_render(_opts(tmp_path, dev_manifest), ONE_WORKER)
+    assert (summary.mixture_shards_skipped, summary.mixture_shards_written) == (1, 2)
+    assert summary.mixtures_written == 16 and summary.audio_text_shards_written == 0
+    assert summary.audio_text_shards_skipped == 3
+    assert "2 shards written, 1 already complete" in summary.format()
+    assert _digests(tmp_path) == _digests(out)
+    assert not [p for p in mix.iterdir() if p.name.startswith(".")]
+
+    again = run_render(_opts(tmp_path, dev_manifest), ONE_WORKER)  # nothing left to do: no Beam job
+    assert again.mixture_shards_written == 0 and again.mixture_shards_skipped == 3
+    assert _digests(tmp_path) == _digests(out)
+
+
+def test_rerun_with_other_arguments_is_a_clear_error(clean_run, dev_manifest, tmp_path):
+    out, _ = clean_run
+    shutil.copytree(out, tmp_path, dirs_exist_ok=True)
+    before = _digests(tmp_path)
+    with pytest.raises(shards.ShardConfigError, match=r"seed: 7 -> 8"):
+        run_render(RenderOptions(**{**_opts(tmp_path, dev_manifest).__dict__, "seed": 8}), ONE_WORKER)
+    with pytest.raises(shards.ShardConfigError, match=r"num_samples: 24 -> 25"):
+        run_render(
+            RenderOptions(**{**_opts(tmp_path, dev_manifest).__dict__, "num_mixtures": 25}), ONE_WORKER
+        )
+    assert _digests(tmp_path) == before
+
+
+def test_bad_options_are_rejected():
+    with pytest.raises(ValueError, match="exactly one"):
+        RenderOptions(out="x")
+    with pytest.raises(ValueError, match="train or heldout"):
+        RenderOptions(out="x", manifest="m", split="test")
+
+
+def _cli(*args: str) -> list[str]:
+    root = Path(__file__).resolve().parents[2]
+    return [sys.executable, str(root / "pipelines" / "render_mixtures.py"), *args]
+
+
+def test_cli_defaults_to_the_demo_corpus(demo_corpus, tmp_path, caplog):
+    """No source flag: ingests corpus/demo; prints the summary; Beam flags pass through."""
+    out = tmp_path / "data"
+    args = ["--out", str(out), "--num-mixtures", "4", "--shard-size", "2", "--no-audio-text"]
+    res = subprocess.run(
+        _cli(*args, "--no-measure-loudness", "--direct_num_workers=1"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "render_mixtures summary (train, runner FnApiRunner" in res.stdout
+    assert "mixtures written:       4 of 4 (2 shards written, 0 already complete" in res.stdout
+    assert "files skipped (ingest): 0" in res.stdout
+    assert sorted(p.name for p in (out / "mixtures" / "train").glob("*.tar")) == [
+        "shard-000000.tar",
+        "shard-000001.tar",
+    ]
+    assert (out / "manifest.parquet").is_file()
+    assert (
+        read_manifest(out / "manifest.parquet").num_rows
+        == sum(1 for _ in open(demo_corpus / "metadata.csv")) - 1
+    )
+
+    # same folder, other seed: refused with exit status 2 and a message naming the difference
+    render_mixtures = _import_cli()
+    with caplog.at_level("ERROR"):
+        assert render_mixtures.main([*args, "--seed", "1", "--direct_num_workers=1"]) == 2
+    assert "seed: 0 -> 1" in caplog.text
+
+
+def _import_cli():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "pipelines"))
+    try:
+        import render_mixtures
+    finally:
+        sys.path.pop(0)
+    return render_mixtures
+
+
+def test_cli_parses_defaults():
+    render_mixtures = _import_cli()
+    opts, beam_args = render_mixtures.parse_args([])
+    assert opts.corpus == str(render_mixtures.DEMO_CORPUS) and opts.manifest is None
+    assert (opts.out, opts.split, opts.seed, opts.audio_text) == ("data", "train", 0, True)
+    assert beam_args == []
+    opts, beam_args = render_mixtures.parse_args(
+        ["--manifest", "m.parquet", "--runner=DataflowRunner", "--project=p"]
+    )
+    assert opts.manifest == "m.parquet" and opts.corpus is None
+    assert beam_args == ["--runner=DataflowRunner", "--project=p"]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_identical_bytes(clean_run, dev_manifest, tmp_path):
+    """A real kill (SIGKILL) after the first mixture shard appears; re-running completes it byte for byte."""
+    out, _ = clean_run
+    args = ["--manifest", str(dev_manifest), "--out", str(tmp_path), "--num-mixtures", str(N)]
+    args += ["--shard-size", str(SHARD), "--seed", str(SEED), *ONE_WORKER]
+    proc = subprocess.Popen(_cli(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    mix = tmp_path / "mixtures" / "train"
+    deadline = time.monotonic() + 240
+    while not list(mix.glob("shard-*.tar")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_at_kill = sorted(p.name for p in mix.glob("shard-*.tar"))
+    assert 1 <= len(done_at_kill) < 3, f"kill came too late or too early: {done_at_kill}"
+    assert not (mix / "index.json").exists()
+    summary = run_render(_opts(tmp_path, dev_manifest), ONE_WORKER)
+    assert summary.mixture_shards_skipped == len(done_at_kill)
+    assert _digests(tmp_path) == _digests(out)

@@ -266,7 +266,8 @@ def probe_row(
     """One metadata row -> one manifest row (``split`` left None). Raises AudioDecodeError / MetadataError."""
     path_value = _text(row.get("path"))
     full = resolve_path(path_value, corpus_dir)
-    info = probe_audio(full, verify=cfg.verify_decode)
+    # measuring loudness decodes the whole file anyway, which verifies it better than head/tail reads
+    info = probe_audio(full, verify=cfg.verify_decode and not cfg.measure_loudness)
     filename = _text(row.get("filename")) or PurePosixPath(full.replace("\\", "/")).name
     out: dict[str, Any] = {
         "id": row_id(row, corpus_dir),

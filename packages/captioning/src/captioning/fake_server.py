@@ -125,6 +125,7 @@ class FakeChatServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body are separate writes: avoid 40 ms ACK stalls
 
             def log_message(self, *args: object) -> None:  # keep test output quiet
                 pass

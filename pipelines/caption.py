@@ -166,13 +166,9 @@ def metadata_rows(job: CaptionJob) -> tuple[list[dict], list[dict]]:
     from synth.ingest import find_metadata, read_metadata, row_id, scan_audio_files
 
     assert job.corpus is not None
-    meta = job.metadata or ("" if "://" in job.corpus else find_metadata(job.corpus))
-    if meta:
-        rows = read_metadata(meta)
-    elif "://" in job.corpus:
-        raise MetadataError(f"{job.corpus}: remote corpus needs metadata.csv; pass --metadata")
-    else:
-        rows = scan_audio_files(job.corpus)
+    remote = "://" in job.corpus
+    meta = job.metadata or (job.corpus.rstrip("/") + "/metadata.csv" if remote else find_metadata(job.corpus))
+    rows = read_metadata(meta) if meta else scan_audio_files(job.corpus)  # remote folders are not scanned
     good, skipped, seen = [], [], {}
     for row in rows:
         try:

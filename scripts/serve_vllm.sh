@@ -8,7 +8,7 @@
 #   scripts/serve_vllm.sh --dry-run                         # print the command, start nothing
 #
 # Options: --model NAME  --tp N (tensor parallel size; default: number of visible GPUs)  --port P
-#          --host H (default 0.0.0.0)  --venv DIR (default .venv-vllm; created with uv if missing)
+#          --host H (default 0.0.0.0)  --venv DIR (default ~/.cache/flam/venv-vllm; created with uv if missing)
 #          --max-model-len N (default 4096)  --gpu-mem F (default 0.90)  --dry-run
 #          anything after `--` goes to `vllm serve` unchanged.
 set -euo pipefail
@@ -17,7 +17,7 @@ MODEL="mistralai/Mixtral-8x7B-Instruct-v0.1"
 TP=""
 PORT=8000
 HOST="0.0.0.0"
-VENV=".venv-vllm"
+VENV="${HOME}/.cache/flam/venv-vllm"
 MAX_LEN=4096
 GPU_MEM=0.90
 DRY_RUN=0
@@ -60,6 +60,7 @@ fi
 
 if [[ ! -x "$VENV/bin/vllm" ]]; then
   echo "creating $VENV with vLLM (one time; needs network + CUDA drivers)" >&2
+  mkdir -p "$(dirname "$VENV")"
   uv venv --python 3.12 "$VENV"
   uv pip install --python "$VENV/bin/python" vllm
 fi

@@ -40,10 +40,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 from model.ring import Comm, all_gather_with_grad, all_reduce_value, ring_exchange
 
@@ -175,7 +175,7 @@ def _merge_events(event_ids: torch.Tensor, event_frames: torch.Tensor, dtype: to
     """Merge events of one clip that share an id (frames OR-ed into the first); others get id −1."""
     ids = torch.where(event_ids >= 0, event_ids, -1)
     same = (ids[:, :, None] == ids[:, None, :]) & (ids[:, :, None] >= 0)  # [B, E, E]
-    earlier = torch.ones_like(same[0]).tril(-1)  # e' < e
+    earlier = torch.ones(ids.shape[1], ids.shape[1], dtype=torch.bool, device=ids.device).tril(-1)  # e' < e
     first = (ids >= 0) & ~(same & earlier).any(-1)
     frames = (torch.einsum("bef,bfl->bel", same.to(dtype), event_frames.to(dtype)) > 0).to(dtype)
     return torch.where(first, ids, -1), frames
@@ -201,8 +201,39 @@ def _block_sed_sum(frames, ev_ids, ev_frames, block, block_ids, rows, recompute)
         return sed_pair_loss(logits, sed_targets(ev_ids, ev_frames, block_ids.index_select(0, rows)))
 
     if recompute and torch.is_grad_enabled() and (frames.requires_grad or block.requires_grad):
-        return checkpoint(terms, frames, block, use_reentrant=False)
+        return _Recompute.apply(terms, frames, block)
     return terms(frames, block)
+
+
+class _Recompute(torch.autograd.Function):
+    """Run ``fn(frames, block) -> scalar`` without keeping its intermediates; recompute them in backward.
+
+    (torch.utils.checkpoint would do, but its first use imports torch._dynamo: seconds per process.)
+    """
+
+    @staticmethod
+    def forward(ctx: Any, fn: Any, frames: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
+        ctx.fn = fn
+        ctx.save_for_backward(frames, block)
+        with torch.no_grad():
+            return fn(frames, block)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple:
+        frames, block = (
+            t.detach().requires_grad_(need)
+            for t, need in zip(ctx.saved_tensors, ctx.needs_input_grad[1:], strict=True)
+        )
+        wanted = [t for t in (frames, block) if t.requires_grad]
+        with torch.enable_grad():
+            out = ctx.fn(frames, block) * grad
+        # scalar output: scale instead of passing grad_outputs (that path imports sympy on first use)
+        grads = iter(torch.autograd.grad(out, wanted, allow_unused=True, materialize_grads=True))
+        return (
+            None,
+            next(grads) if frames.requires_grad else None,
+            next(grads) if block.requires_grad else None,
+        )
 
 
 def sed_and_prior_loss(
@@ -267,7 +298,7 @@ def sed_and_prior_loss(
 
     own = rep[comm.rank, : texts.shape[0]].nonzero().flatten()
     own_share = share[torch.searchsorted(uniq, text_ids.index_select(0, own))]
-    l_prior = all_reduce_value(comm, prior_loss(beta.index_select(0, own), own_share)) / n_texts
+    prior_sum = prior_loss(beta.index_select(0, own), own_share)
 
     block = torch.cat([texts, alpha[:, None].to(texts.dtype), beta.detach()[:, None].to(texts.dtype)], 1)
     block = F.pad(block, (0, 0, 0, k_max - texts.shape[0]))
@@ -301,5 +332,5 @@ def sed_and_prior_loss(
         for i in range(1, w):
             cur, _ = ring_exchange(comm, cur)
             sed_sum = sed_sum + part(cur, r - i)
-    l_sed = all_reduce_value(comm, sed_sum) / (n_clips * n_texts * n_frames)
-    return l_sed, l_prior
+    sed_sum, prior_sum = all_reduce_value(comm, torch.stack([sed_sum, prior_sum.to(sed_sum.dtype)]))
+    return sed_sum / (n_clips * n_texts * n_frames), prior_sum / n_texts

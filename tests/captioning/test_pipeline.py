@@ -100,6 +100,19 @@ def test_template_captioner_pipeline(caption_cli, dev_corpus, tmp_path):
     assert loaded.num_rows == 30 and not skips
     SourcePool.from_manifest(loaded, "train")
 
+    # an existing manifest can be re-captioned: ingest and splits are kept, captions replaced
+    out2 = tmp_path / "out2" / "manifest.parquet"
+    with FakeChatServer() as srv:
+        args2 = ["--manifest", str(out), "--out", str(out2), "--captioner", "vllm", "--endpoint", srv.base_url,
+                 "--model", "m", "--captions-per-file", "2"]  # fmt: skip
+        assert caption_cli.main(args2 + BEAM) == 0
+        assert len(srv.log.requests) == 30
+    again = read_manifest(out2).to_pylist()
+    assert [(r["id"], r["split"], r["kind"]) for r in again] == [
+        (r["id"], r["split"], r["kind"]) for r in got
+    ]
+    assert all(r["caption_source"] == "llm" and len(r["captions"]) == 2 for r in again)
+
 
 def test_llm_pipeline_counts_cache_and_secret(caption_cli, dev_corpus, tmp_path, monkeypatch, capfd):
     meta, rows = _subset(dev_corpus, tmp_path, 30)

@@ -91,6 +91,12 @@ class CaptionBatchDoFn(beam.DoFn):
             assert self._loop is not None and self._captioner is not None
             results = self._loop.run_until_complete(self._captioner.caption_inputs(inputs))
         self._publish()
+        c = self._reported
+        log.info(
+            "captioned %d files (this worker so far: llm %d, cache %d, fallback %d, template %d, requests %d)",
+            len(rows), c["files_llm"], c["files_cache"], c["files_fallback"], c["files_template"],
+            c["requests_sent"],
+        )  # fmt: skip
         for row, res in zip(rows, results, strict=True):
             yield {**row, **res.columns()}
 

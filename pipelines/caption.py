@@ -198,6 +198,7 @@ def run(job: CaptionJob) -> dict:
         write_outputs,
     )
     from captioning.captioner import format_summary
+    from captioning.client import redact_url
     from synth.ingest import IngestConfig
     from synth.manifest import manifest_rows, read_manifest
 
@@ -264,7 +265,7 @@ def run(job: CaptionJob) -> dict:
         "out": job.out,
         "captioner": job.settings.captioner,
         "model": job.settings.client.model if job.settings.captioner == "vllm" else None,
-        "endpoint": job.settings.client.endpoint if job.settings.captioner == "vllm" else None,
+        "endpoint": redact_url(job.settings.client.endpoint) if job.settings.captioner == "vllm" else None,
         "cache": job.cache,
         "counts": counts,
         "ingest": ingest,

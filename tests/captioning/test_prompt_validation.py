@@ -4,7 +4,10 @@ import json
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from captioning.client import redact_url
 from captioning.parse import CaptionParseError, parse_captions
 from captioning.prompt import (
     PROMPT_VERSION,
@@ -144,3 +147,22 @@ def test_template_captions_valid_and_never_empty():
     assert template_captions(CaptionInput("", (), ""), 3) == [LAST_RESORT]
     weird = template_captions(CaptionInput("x.wav", ('<script>"',), '"""'), 2)
     assert weird and all(caption_problem(c, "x.wav") is None for c in weird)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    name=st.text(max_size=300), desc=st.text(max_size=600), tags=st.lists(st.text(max_size=50), max_size=30)
+)
+def test_any_untrusted_text_stays_inside_the_block(name, desc, tags):
+    reference = DATA_RE.sub("", build_messages(CaptionInput("a.wav"), 3)[1]["content"])
+    msgs = build_messages(CaptionInput(name, tuple(tags), desc, "src"), 3)
+    assert msgs[0]["content"] == SYSTEM_PROMPT and len(msgs) == 2
+    user, data = _data(msgs)
+    assert DATA_RE.sub("", user) == reference  # the instructions around the data never change
+    assert set(data) == {"file_name", "tags", "description", "source"}
+    assert len(data["file_name"]) <= 121 and len(data["description"]) <= 401
+
+
+def test_redact_url():
+    assert redact_url("http://user:pw@10.0.0.5:8000/v1") == "http://10.0.0.5:8000/v1"
+    assert redact_url("http://127.0.0.1:8000/v1") == "http://127.0.0.1:8000/v1"

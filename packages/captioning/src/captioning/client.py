@@ -75,6 +75,18 @@ class LLMOutcome:
     attempts: int = 0
 
 
+def redact_url(url: str) -> str:
+    """The URL without any user:password@ part (safe to log or write)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
 def backoff_delay(attempt: int, base_s: float, max_s: float, rng: random.Random) -> float:
     """Exponential backoff with 'equal jitter': d = min(max, base·2^(attempt-1)); sleep U(d/2, d)."""
     d = min(max_s, base_s * (2 ** max(0, attempt - 1)))
@@ -106,7 +118,7 @@ class CaptionClient:
         self.max_in_flight = 0
 
     def __repr__(self) -> str:  # never show the key
-        return f"CaptionClient(endpoint={self.cfg.endpoint!r}, model={self.cfg.model!r})"
+        return f"CaptionClient(endpoint={redact_url(self.cfg.endpoint)!r}, model={self.cfg.model!r})"
 
     def _request_kwargs(self, n: int) -> dict:
         schema = caption_json_schema(n)
@@ -164,7 +176,7 @@ class CaptionClient:
                 if status in (401, 403, 404):
                     self.counts[f"failed_http_{status}"] += 1
                     raise LLMConfigError(
-                        f"endpoint {self.cfg.endpoint} answered HTTP {status} for model {self.cfg.model!r}: "
+                        f"endpoint {redact_url(self.cfg.endpoint)} answered HTTP {status} for model {self.cfg.model!r}: "
                         "check --endpoint, --model and the API key variable"
                     ) from None
                 if status >= 500 or status == 408:

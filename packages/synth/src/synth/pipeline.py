@@ -332,7 +332,7 @@ class RenderSummary:
             f"sources in split:       {', '.join(f'{k} {v}' for k, v in self.sources.items()) or '-'}",
             f"mixtures written:       {self.mixtures_written} of {self.mixtures_total} "
             f"({self.mixture_shards_written} shards written, {self.mixture_shards_skipped} already complete; "
-            f"{rate:.2f} mixtures/s)",
+            f"{rate:.2f} mixtures/s overall)",
             f"events placed:          {self.events_placed} (in the mixtures written this run)",
             f"events dropped (relabel, no active frames): {self.events_dropped_by_relabel}",
             f"audio-text clips:       {self.audio_text_written} of {self.audio_text_total} "
@@ -458,7 +458,7 @@ class _ShardProgress:
 
 def run_render(opts: RenderOptions, beam_args: Sequence[str] = ()) -> RenderSummary:
     """Ingest/read sources, render the missing shards with Beam, write index.json files; return a summary."""
-    from synth.beam_support import pipeline_options, runner_name, with_local_defaults
+    from synth.beam_support import is_remote_runner, pipeline_options, runner_name, with_local_defaults
 
     t0 = time.perf_counter()
     options = pipeline_options(beam_args)
@@ -468,6 +468,8 @@ def run_render(opts: RenderOptions, beam_args: Sequence[str] = ()) -> RenderSumm
     table, skipped, examples = load_sources(opts)
     summary.files_skipped, summary.skipped_examples = skipped, examples
     rows = _split_rows(table, opts.split)
+    if is_remote_runner(summary.runner):
+        _warn_local_paths(summary.runner, str(opts.out), rows)
     kinds = Counter(r["kind"] for r in rows)
     summary.sources = {k: kinds.get(k, 0) for k in ("event", "background", "none")}
     cfg = opts.mixture
@@ -599,6 +601,22 @@ def run_render(opts: RenderOptions, beam_args: Sequence[str] = ()) -> RenderSumm
         summary.audio_text_written = sum(m["count"] for m in new_at)
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _warn_local_paths(runner: str, out: str, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Remote workers usually cannot see this machine's files: say so before the job starts."""
+    local = [r["path"] for r in rows if not shards.is_remote(r["path"])]
+    if not shards.is_remote(out):
+        log.warning(
+            "%s: --out %s is a local path; remote workers need a shared URI (gs://, s3://, ...)", runner, out
+        )
+    if local:
+        log.warning(
+            "%s: %d source paths are local (e.g. %s); remote workers need URIs or a shared file system",
+            runner,
+            len(local),
+            local[0],
+        )
 
 
 def _check_all_complete(split_dir: str, fp: str, n: int, shard_size: int, num_samples: int) -> None:

@@ -223,3 +223,43 @@ def test_dev_corpus_mixtures(dev_corpus):
             assert all(segs[k][1] < segs[k + 1][0] for k in range(len(segs) - 1))
         y, sr = decode_flac(encode_flac(out.audio))
         assert sr == SR and np.abs(y - out.audio).max() <= 0.5 / 32768 + 1e-9
+
+
+def test_cached_weighting_path_matches_filtering_every_piece_whole():
+    from synth.loudness import a_weight, span_frame_power
+    from synth.render import build_event_track, weighted_event_track
+
+    rng = np.random.default_rng(9)
+    x = (np.cumsum(rng.standard_normal(5 * SR)) * 1e-3 + rng.standard_normal(5 * SR) * 0.05).astype(
+        np.float32
+    )
+    x += 0.02  # a DC offset: the worst case for the slow 20.6 Hz poles
+    xa = a_weight(x, SR).astype(np.float32)
+    pieces = [(1000, 100_000, 60_000), (61_000, 200_000, 30_000), (91_000, 230_000, 10_000)]  # 2nd/3rd butt
+    span0, track, _ = build_event_track(x, pieces, 0.7, 480)
+    s0, fast = weighted_event_track(track, span0, pieces, xa, 0.7, SR, 4800)
+    s1, exact = weighted_event_track(track, span0, pieces, None, 0.7, SR, 4800)
+    s2, aligned = weighted_event_track(track, span0, pieces, None, 0.7, SR, 4800, n=10 * SR, align=600)
+    assert s0 == s1 == span0 and s2 % 600 == 0 and len(aligned) % 600 == 0
+    np.testing.assert_array_equal(aligned[span0 - s2 : span0 - s2 + len(exact)], exact)
+    whole = a_weight(np.concatenate([track, np.zeros(4800, np.float32)]), SR)
+    np.testing.assert_allclose(exact, whole, atol=1e-6 * np.abs(whole).max())
+    assert np.abs(fast - exact).max() < 1e-5 * np.abs(exact).max()
+    pf, pe = (span_frame_power(w, span0, 400) for w in (fast, exact))
+    on = pe > 1e-12
+    assert np.abs(10 * np.log10(pf[on] / pe[on])).max() < 1e-3
+
+
+def test_cache_and_plain_loader_give_the_same_labels():
+    rows = pool_rows()
+    pool = SourcePool.from_manifest(rows)
+    load = synthetic_loader(SR)
+    cache = AudioCache({r["id"]: r["id"] for r in rows}, load_fn=load)
+    plain = {r["id"]: load(r["id"], SR) for r in rows}
+    for i in range(6):
+        spec = sample_spec(pool, CFG, 8, i)
+        a, b = render_mixture(spec, cache, CFG), render_mixture(spec, plain.__getitem__, CFG)
+        assert a.event_labels == b.event_labels and a.audio.tobytes() == b.audio.tobytes()
+    assert cache.nbytes == sum(v.nbytes for v in cache._items.values()) + sum(
+        v.nbytes for v in cache._weighted.values()
+    )

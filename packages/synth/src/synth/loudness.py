@@ -58,6 +58,12 @@ def window_bounds(n_frames: int, win: int, hop: int) -> tuple[np.ndarray, np.nda
     return starts, starts + win
 
 
+def frame_block(win: int = 2400, hop: int = 1200) -> int:
+    """Largest block size that tiles every window of the grid: gcd(hop, win, window offset) (600)."""
+    off = (hop - win) // 2
+    return math.gcd(math.gcd(hop, win), abs(off)) if off else math.gcd(hop, win)
+
+
 def span_frame_power(
     weighted: np.ndarray, start: int, n_frames: int, win: int = 2400, hop: int = 1200
 ) -> np.ndarray:
@@ -72,11 +78,14 @@ def span_frame_power(
     if n == 0 or n_frames == 0:
         return power
     off = (hop - win) // 2  # window of frame i starts at i*hop + off
-    blk = math.gcd(math.gcd(hop, win), abs(off)) if off else math.gcd(hop, win)
+    blk = frame_block(win, hop)
     j0 = start // blk  # first block (absolute index) touching the span
     n_blocks = -(-(start + n) // blk) - j0
-    buf = np.zeros(n_blocks * blk, dtype=np.float64)
-    buf[start - j0 * blk : start - j0 * blk + n] = weighted
+    if start % blk == 0 and n % blk == 0:  # block-aligned span (render allocates it so): no copy
+        buf = np.asarray(weighted, dtype=np.float64)
+    else:
+        buf = np.zeros(n_blocks * blk, dtype=np.float64)
+        buf[start - j0 * blk : start - j0 * blk + n] = weighted
     rows = buf.reshape(n_blocks, blk)
     csum = np.zeros(n_blocks + 1, dtype=np.float64)
     np.cumsum(np.einsum("ij,ij->i", rows, rows), out=csum[1:])

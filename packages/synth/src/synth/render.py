@@ -22,9 +22,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
-from scipy import signal
 
-from synth.loudness import a_weighting_sos, frame_block, measure_loudness_db
+from synth.loudness import a_weighting_sos, frame_block, measure_loudness_db, sosfilt_inplace
 from synth.relabel import merge_labels_by_text, relabel_weighted_span
 from synth.spec import MixtureConfig, MixtureSpec
 
@@ -138,13 +137,13 @@ def weighted_event_track(
         if xa is None or ln <= 4 * m or s + ln > len(xa):
             buf = np.zeros(ln + tail, dtype=np.float64)
             buf[:ln] = seg
-            out[o : o + ln + tail] += signal.sosfilt(sos, buf)
+            out[o : o + ln + tail] += sosfilt_inplace(sos, buf)
             continue
-        out[o : o + m] += signal.sosfilt(sos, seg[:m].astype(np.float64))
+        out[o : o + m] += sosfilt_inplace(sos, seg[:m].astype(np.float64))
         out[o + m : o + ln - m] += np.float64(gain) * xa[s + m : s + ln - m]
         buf = np.zeros(2 * m + tail, dtype=np.float64)
         buf[: 2 * m] = seg[ln - 2 * m :]
-        out[o + ln - m : o + ln + tail] += signal.sosfilt(sos, buf)[m:]
+        out[o + ln - m : o + ln + tail] += sosfilt_inplace(sos, buf)[m:]
     if n is not None and start + size > n:
         out[max(0, n - start) :] = 0.0  # the clip ends at n: windows past it see zero padding
     return start, out

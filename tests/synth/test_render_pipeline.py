@@ -289,3 +289,50 @@ def test_killed_run_resumes_to_identical_bytes(clean_run, dev_manifest, tmp_path
     summary = run_render(_opts(tmp_path, dev_manifest), ONE_WORKER)
     assert summary.mixture_shards_skipped == len(done_at_kill)
     assert _digests(tmp_path) == _digests(out)
+
+
+def test_ingest_skips_are_counted_and_reported(demo_corpus, tmp_path):
+    """--corpus with an undecodable and a missing file: both skipped with their reason, the rest renders."""
+    corpus = tmp_path / "corpus"
+    rows = list(csv.DictReader(open(demo_corpus / "metadata.csv", newline="")))
+    kinds = {r["id"]: classify_kind(r) for r in rows}
+    keep = [r for r in rows if kinds[r["id"]] == "event"][:8]
+    keep += [r for r in rows if kinds[r["id"]] == "background"][:2]
+    for r in keep:
+        (corpus / r["path"]).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(demo_corpus / r["path"], corpus / r["path"])
+    (corpus / "audio" / "broken.wav").write_bytes(b"RIFF not really a wave file")
+    extra = [
+        {**keep[0], "id": "x/broken", "path": "audio/broken.wav", "filename": "broken.wav"},
+        {**keep[0], "id": "x/missing", "path": "audio/missing.wav", "filename": "missing.wav"},
+    ]
+    with open(corpus / "metadata.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(keep + extra)
+    out = tmp_path / "out"
+    opts = RenderOptions(
+        out=str(out),
+        corpus=str(corpus),
+        num_mixtures=2,
+        shard_size=2,
+        audio_text=False,
+        measure_loudness=False,
+    )
+    summary = run_render(opts, ONE_WORKER)
+    assert summary.files_skipped == {"decode_error": 1, "missing_file": 1}
+    text = summary.format()
+    assert "files skipped (ingest): 2" in text and "decode_error: 1" in text and "missing_file: 1" in text
+    assert "broken.wav" in text and "missing.wav" in text
+    assert summary.mixtures_written == 2 and not (out / "audio_text").exists()
+    assert read_manifest(out / "manifest.parquet").num_rows == len(keep)
+
+
+@pytest.mark.slow
+def test_byte_identical_with_worker_processes(clean_run, dev_manifest, tmp_path):
+    """Two SDK worker processes (the local default on multi-core machines) give the same shards."""
+    out, _ = clean_run
+    args = ["--runner=FnApiRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+    summary = run_render(_opts(tmp_path, dev_manifest), args)
+    assert summary.mixture_shards_written == 3
+    assert _digests(tmp_path) == _digests(out)

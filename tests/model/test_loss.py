@@ -222,3 +222,17 @@ def test_total_loss_weights():
     assert LossWeights() == LossWeights(clip=1.0, sed=200.0, prior=1.0)
     assert total_loss(*parts).item() == pytest.approx(0.5 + 2.0 + 0.2)
     assert total_loss(*parts, LossWeights(sed=0.0)).item() == pytest.approx(0.7)
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu():
+    base = random_case(4)
+    out = {}
+    for device in ("cpu", "cuda"):
+        inputs = [t.to(device) for t in base]
+        leaves = [t.clone().requires_grad_() for t in inputs[:4]]
+        l_sed, l_prior = sed_and_prior_loss(*leaves, *inputs[4:])
+        (l_sed + l_prior).backward()
+        out[device] = [l_sed.detach().cpu(), l_prior.detach().cpu()] + [t.grad.cpu() for t in leaves]
+    for a, b in zip(out["cpu"], out["cuda"], strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)

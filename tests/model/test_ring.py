@@ -87,6 +87,15 @@ def _run_all(world, rank, group, results):
         loss = loss + from_next.sum()
     loss.backward()
     results["prim"] = {"from_prev": from_prev.detach(), "from_next": from_next, "grad": x.grad}
+    # a bad input on one rank raises a ValueError on every rank (no rank is left hanging in a collective)
+    bad = list(make_case("mixed", world, torch.float64)[rank])
+    if rank == world - 1:
+        bad[6] = bad[6].int()
+    try:
+        sed_and_prior_loss(*bad, group=group)
+        results["error"] = None
+    except ValueError as e:
+        results["error"] = str(e)
     for dtype in (torch.float64, torch.float32):
         for name in CASES:
             if name == "no_clips_on_rank_1" and world < 2:
@@ -142,6 +151,10 @@ def check_world(world, per_rank):
         # d/dx: rank r+1 scales what it got from r by (r+2); gather: every rank's sum; from_next: rank r−1 × 10
         expected = ((r + 1) % world + 1) + world + (10 if world > 2 else 0)
         assert res["prim"]["grad"].tolist() == [float(expected)] * 2
+
+    for r, res in enumerate(per_rank):
+        expected = "rank" if r == world - 1 else f"invalid inputs on rank(s) [{world - 1}]"
+        assert res["error"] is not None and expected in res["error"], res["error"]
 
     for dtype in (torch.float64, torch.float32):
         for name in CASES:

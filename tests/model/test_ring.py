@@ -80,13 +80,11 @@ def _run_all(world, rank, group, results):
     assert (comm.rank, comm.world_size) == (rank, world)
     # primitives: ring step both ways and gather, with gradients routed back to the owner
     x = torch.full((2,), float(rank), requires_grad=True)
-    from_prev, from_next = ring_exchange(comm, x * 1, x * 10 if world > 2 else None)
+    from_prev, from_next = ring_exchange(comm, x * 1, x * 10)  # W = 2: both directions, one peer
     gathered = all_gather_with_grad(comm, x * 1)
-    loss = (from_prev * (rank + 1)).sum() + gathered.sum()
-    if from_next is not None:
-        loss = loss + from_next.sum()
+    loss = (from_prev * (rank + 1)).sum() + gathered.sum() + from_next.sum()
     loss.backward()
-    results["prim"] = {"from_prev": from_prev.detach(), "from_next": from_next, "grad": x.grad}
+    results["prim"] = {"from_prev": from_prev.detach(), "from_next": from_next.detach(), "grad": x.grad}
     # a bad input on one rank raises a ValueError on every rank (no rank is left hanging in a collective)
     bad = list(make_case("mixed", world, torch.float64)[rank])
     if rank == world - 1:
@@ -146,10 +144,9 @@ def test_distributed_losses_equal_single_process(tmp_path, monkeypatch):
 def check_world(world, per_rank):
     for r, res in enumerate(per_rank):  # primitives
         assert res["prim"]["from_prev"].tolist() == [float((r - 1) % world)] * 2
-        if world > 2:
-            assert res["prim"]["from_next"].tolist() == [10.0 * ((r + 1) % world)] * 2
+        assert res["prim"]["from_next"].tolist() == [10.0 * ((r + 1) % world)] * 2
         # d/dx: rank r+1 scales what it got from r by (r+2); gather: every rank's sum; from_next: rank r−1 × 10
-        expected = ((r + 1) % world + 1) + world + (10 if world > 2 else 0)
+        expected = ((r + 1) % world + 1) + world + 10
         assert res["prim"]["grad"].tolist() == [float(expected)] * 2
 
     for r, res in enumerate(per_rank):

@@ -36,7 +36,10 @@ class Comm:
         if group is None and not (dist.is_available() and dist.is_initialized()):
             return cls(None, 0, 1)
         group = group if group is not None else dist.group.WORLD
-        return cls(group, dist.get_rank(group), dist.get_world_size(group))
+        rank = dist.get_rank(group)
+        if rank < 0:
+            raise ValueError("this process is not a member of the given process group")
+        return cls(group, rank, dist.get_world_size(group))
 
     def global_rank(self, group_rank: int) -> int:
         """Global rank (what send/recv take) of a rank in this group."""

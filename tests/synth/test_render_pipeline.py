@@ -26,7 +26,7 @@ from synth import shards
 from synth.filtering import classify_kind
 from synth.ingest import IngestConfig, ingest_corpus
 from synth.manifest import read_manifest, write_manifest
-from synth.pipeline import RenderOptions, run_render
+from synth.pipeline import RenderOptions, local_worker_count, run_render
 
 N, SHARD, SEED = 24, 8, 7
 ONE_WORKER = ["--runner=FnApiRunner", "--direct_num_workers=1"]
@@ -204,6 +204,12 @@ def test_rerun_with_other_arguments_is_a_clear_error(clean_run, dev_manifest, tm
     assert _digests(tmp_path) == before
 
 
+def test_local_worker_count():
+    assert local_worker_count(999, 8, cores=4) == 1  # small jobs: no worker processes to start
+    assert local_worker_count(1000, 8, cores=4) == 4
+    assert local_worker_count(5000, 2, cores=4) == 2  # never more workers than shards
+
+
 def test_bad_options_are_rejected():
     with pytest.raises(ValueError, match="exactly one"):
         RenderOptions(out="x")
@@ -221,14 +227,16 @@ def test_cli_defaults_to_the_demo_corpus(demo_corpus, tmp_path, caplog):
     out = tmp_path / "data"
     args = ["--out", str(out), "--num-mixtures", "4", "--shard-size", "2", "--no-audio-text"]
     res = subprocess.run(
-        _cli(*args, "--no-measure-loudness", "--direct_num_workers=1"),
+        _cli(*args, "--no-measure-loudness"),
         capture_output=True,
         text=True,
         timeout=300,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "render_mixtures summary (train, runner FnApiRunner" in res.stdout
+    assert (
+        "render_mixtures summary (train, runner FnApiRunner, 1 worker," in res.stdout
+    )  # small job: in-process
     assert "mixtures written:       4 of 4 (2 shards written, 0 already complete" in res.stdout
     assert "files skipped (ingest): 0" in res.stdout
     assert sorted(p.name for p in (out / "mixtures" / "train").glob("*.tar")) == [

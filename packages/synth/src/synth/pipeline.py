@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import subprocess
 import threading
 import time
@@ -45,6 +46,7 @@ SAMPLE_RATE = 48000  # §4.2: 48 kHz
 CLIP_S = 10.0  # §4.2: 10-s clips (mixtures and audio-text clips alike)
 AUDIO_TEXT_KINDS = ("event", "background", "none")  # every captioned source file of the split
 CACHE_BYTES = 1 << 30  # per-worker decoded-source cache bound
+PARALLEL_MIN_MIXTURES = 1000  # local default: below this many mixtures, one in-process worker
 SOURCES_NAME = "sources.parquet"  # the split's manifest rows, beside the mixture shards
 
 
@@ -461,7 +463,7 @@ def run_render(opts: RenderOptions, beam_args: Sequence[str] = ()) -> RenderSumm
     from synth.beam_support import is_remote_runner, pipeline_options, runner_name, with_local_defaults
 
     t0 = time.perf_counter()
-    options = pipeline_options(beam_args)
+    _set_filesystem_options(beam_args)
     summary = RenderSummary(
         out=str(opts.out), split=opts.split, runner=runner_name(with_local_defaults(beam_args))
     )
@@ -542,6 +544,9 @@ def run_render(opts: RenderOptions, beam_args: Sequence[str] = ()) -> RenderSumm
         with _ShardProgress(
             [mix_dir, at_dir], 0, todo + len(mix_state.complete) + len(at_state.complete)
         ) as _:
+            workers = local_worker_count(len(mix_state.todo) * opts.shard_size, todo)
+            options = pipeline_options(beam_args, num_workers=workers)
+            summary.runner = _describe_runner(options)
             with beam.Pipeline(options=options) as p:
                 if mix_state.todo:
                     _ = (
@@ -601,6 +606,41 @@ def run_render(opts: RenderOptions, beam_args: Sequence[str] = ()) -> RenderSumm
         summary.audio_text_written = sum(m["count"] for m in new_at)
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def local_worker_count(mixtures_todo: int, shards_todo: int, cores: int | None = None) -> int:
+    """Workers for the local FnApiRunner when --direct_num_workers is not given.
+
+    Worker processes cost seconds each to start (importing Beam, numpy, scipy), so small jobs run in one
+    in-process worker; from :data:`PARALLEL_MIN_MIXTURES` mixtures on, one process per core (at most one
+    per shard).
+    """
+    cores = cores or os.cpu_count() or 1
+    if mixtures_todo < PARALLEL_MIN_MIXTURES:
+        return 1
+    return max(1, min(cores, shards_todo))
+
+
+def _describe_runner(options: Any) -> str:
+    """e.g. ``FnApiRunner, 2 workers (multi_processing)`` or ``DataflowRunner``."""
+    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+
+    name = str(options.view_as(StandardOptions).runner or "").rsplit(".", 1)[-1]
+    if name in ("FnApiRunner", "DirectRunner"):
+        direct = options.view_as(DirectOptions)
+        n = direct.direct_num_workers
+        return f"{name}, {n} worker{'s' if n != 1 else ''}" + (
+            f" ({direct.direct_running_mode})" if n != 1 else ""
+        )
+    return name
+
+
+def _set_filesystem_options(beam_args: Sequence[str]) -> None:
+    """Let the driver read/write gs:// etc. with the pipeline's credentials before the pipeline exists."""
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    FileSystems.set_options(PipelineOptions(list(beam_args)))
 
 
 def _warn_local_paths(runner: str, out: str, rows: Sequence[Mapping[str, Any]]) -> None:

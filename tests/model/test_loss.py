@@ -9,6 +9,7 @@ from model.loss import (
     LOGIT_SCALE_INIT,
     LOGIT_SCALE_MAX,
     LossWeights,
+    clip_logit_scale,
     clip_loss,
     prior_loss,
     sed_and_prior_loss,
@@ -199,11 +200,11 @@ def naive_clip(audio, text, scale):
 
 def test_clip_loss_hand_example_and_clamp():
     eye = torch.eye(2, dtype=torch.float64)
-    loss = clip_loss(eye, eye, torch.tensor(math.log(2.0), dtype=torch.float64))
+    loss = clip_loss(eye, eye, clip_logit_scale(torch.tensor(math.log(2.0), dtype=torch.float64)))
     assert loss.item() == pytest.approx(softplus(-2.0), abs=1e-12)  # −log(e²/(e²+1)) both ways
     assert LOGIT_SCALE_INIT == pytest.approx(math.log(1 / 0.07))
     big = torch.tensor(math.log(1000.0), dtype=torch.float64, requires_grad=True)
-    capped = clip_loss(eye, eye, big)
+    capped = clip_loss(eye, eye, clip_logit_scale(big))
     assert capped.item() == pytest.approx(softplus(-100.0), abs=1e-12)  # scale clamped to e^LOGIT_SCALE_MAX
     capped.backward()
     assert big.grad == 0 and math.exp(LOGIT_SCALE_MAX) == pytest.approx(100.0)
@@ -213,7 +214,7 @@ def test_clip_loss_matches_loops():
     g = torch.Generator().manual_seed(5)
     audio = torch.nn.functional.normalize(torch.randn(6, 4, generator=g, dtype=torch.float64), dim=-1)
     text = torch.nn.functional.normalize(torch.randn(6, 4, generator=g, dtype=torch.float64), dim=-1)
-    value = clip_loss(audio, text, torch.tensor(LOGIT_SCALE_INIT, dtype=torch.float64))
+    value = clip_loss(audio, text, clip_logit_scale(torch.tensor(LOGIT_SCALE_INIT, dtype=torch.float64)))
     assert value.item() == pytest.approx(naive_clip(audio, text, 1 / 0.07), abs=1e-10)
 
 

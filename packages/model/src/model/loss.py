@@ -83,12 +83,13 @@ def clip_logit_scale(logit_scale: torch.Tensor) -> torch.Tensor:
 
 
 def clip_loss(
-    audio: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor, group: object | None = None
+    audio: torch.Tensor, text: torch.Tensor, scale: torch.Tensor, group: object | None = None
 ) -> torch.Tensor:
     """Eq. 1: symmetric InfoNCE over the global batch; pair i = (audio i, text i).
 
     ``audio``, ``text``: [B, D] L2-normalised embeddings of this rank's clips (B may differ across ranks);
-    ``logit_scale``: scalar log scale (init ``LOGIT_SCALE_INIT``). Value = global mean of
+    ``scale``: the exp'd, clamped logit scale, i.e. ``clip_logit_scale(param)`` of the learnable log scale
+    (init ``LOGIT_SCALE_INIT``; FLAM's ``logit_scale``), as open_clip's ClipLoss takes it. Value = global mean of
     ½(CE audio→text + CE text→audio), the same on every rank (see module docstring for gradients).
     """
     if audio.dim() != 2 or audio.shape != text.shape:
@@ -106,7 +107,6 @@ def clip_loss(
     all_text = all_gather_with_grad(comm, F.pad(text, (0, 0, 0, pad)))
     all_audio = torch.cat([all_audio[r, :c] for r, c in enumerate(counts)])
     all_text = torch.cat([all_text[r, :c] for r, c in enumerate(counts)])
-    scale = clip_logit_scale(logit_scale)
     labels = torch.arange(offset, offset + audio.shape[0], device=audio.device)
     ce_a = F.cross_entropy(scale * audio @ all_text.T, labels, reduction="sum")
     ce_t = F.cross_entropy(scale * text @ all_audio.T, labels, reduction="sum")

@@ -344,3 +344,20 @@ def test_byte_identical_with_worker_processes(clean_run, dev_manifest, tmp_path)
     summary = run_render(_opts(tmp_path, dev_manifest), args)
     assert summary.mixture_shards_written == 3
     assert _digests(tmp_path) == _digests(out)
+
+
+def test_failing_source_is_a_clear_error_and_leaves_no_partial_shard(dev_manifest, tmp_path):
+    """A source that passed ingest but cannot be decoded on the worker stops the job with a named error."""
+    rows = read_manifest(dev_manifest).to_pylist()
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF garbage")
+    train = [r for r in rows if r["split"] == "train"]
+    keep = [{**r, "path": str(bad)} if r["kind"] == "event" else r for r in train]
+    manifest = write_manifest(keep, tmp_path / "bad.parquet")
+    opts = RenderOptions(
+        out=str(tmp_path / "out"), manifest=manifest, num_mixtures=2, shard_size=2, audio_text=False
+    )
+    with pytest.raises(Exception, match=r"mixture 0 \(seed 0\) failed: .*bad\.wav"):
+        run_render(opts, ONE_WORKER)
+    left = sorted(p.name for p in (tmp_path / "out" / "mixtures" / "train").iterdir())
+    assert left == ["config.json", "sources.parquet"]

@@ -211,8 +211,11 @@ class RenderMixtureShardFn(_ShardFn):
         sr = self.cfg.sample_rate
         for i in indices:
             key = shards.sample_key(i)
-            spec = sample_spec(self.pool, self.cfg, self.seed, i)
-            rendered = render_mixture(spec, self.cache, self.cfg)
+            try:
+                spec = sample_spec(self.pool, self.cfg, self.seed, i)
+                rendered = render_mixture(spec, self.cache, self.cfg)
+            except Exception as e:
+                raise RuntimeError(f"{self.split_dir}: mixture {i} (seed {self.seed}) failed: {e}") from e
             record = mixture_record(key, spec, rendered, sr)
             placed = len(spec.events)
             self.mixtures.inc()
@@ -261,7 +264,12 @@ class AudioTextShardFn(_ShardFn):
         for i in indices:
             row = self.rows[i]
             key = shards.sample_key(i)
-            audio = load_audio(row["path"], target_sr=self.sr)
+            try:
+                audio = load_audio(row["path"], target_sr=self.sr)
+            except Exception as e:
+                raise RuntimeError(
+                    f"{self.split_dir}: audio-text clip {i} (source {row['id']!r}) failed: {e}"
+                ) from e
             clip, offset, valid = audio_text_clip(audio, self.sr, self.seed, str(row["id"]))
             record = audio_text_record(key, row, offset, valid, self.sr)
             self.clips.inc()

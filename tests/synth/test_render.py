@@ -178,7 +178,7 @@ def synthetic_loader(sr):
 def test_rendering_a_spec_twice_gives_identical_bytes():
     rows = pool_rows()
     pool = SourcePool.from_manifest(rows)
-    cache = AudioCache({r["id"]: r["id"] for r in rows}, load_fn=synthetic_loader(SR), max_bytes=10 << 20)
+    cache = AudioCache({r["id"]: r["id"] for r in rows}, load_fn=synthetic_loader(SR), max_bytes=64 << 20)
     for i in range(4):
         spec = sample_spec(pool, CFG, 5, i)
         a = render_mixture(spec, cache, CFG)
@@ -225,27 +225,39 @@ def test_dev_corpus_mixtures(dev_corpus):
         assert sr == SR and np.abs(y - out.audio).max() <= 0.5 / 32768 + 1e-9
 
 
-def test_cached_weighting_path_matches_filtering_every_piece_whole():
-    from synth.loudness import a_weight, span_frame_power
-    from synth.render import build_event_track, weighted_event_track
+def test_cached_energy_path_matches_filtering_the_whole_track():
+    from synth.loudness import a_weight, block_energies, frame_power_from_blocks
+    from synth.render import build_event_track, event_block_energies
 
     rng = np.random.default_rng(9)
     x = (np.cumsum(rng.standard_normal(5 * SR)) * 1e-3 + rng.standard_normal(5 * SR) * 0.05).astype(
         np.float32
     )
     x += 0.02  # a DC offset: the worst case for the slow 20.6 Hz poles
-    xa = a_weight(x, SR).astype(np.float32)
-    pieces = [(1000, 100_000, 60_000), (61_000, 200_000, 30_000), (91_000, 230_000, 10_000)]  # 2nd/3rd butt
+    w = a_weight(x, SR)
+    csum = np.concatenate([[0.0], np.cumsum(w * w)])
+    # long split pieces, the 2nd and 3rd butting (ring-down overlaps the next head), a short 4th piece,
+    # and a last piece running to the clip end (ring-down cut at n)
+    pieces = [
+        (1000, 100_000, 60_000),
+        (61_000, 200_000, 30_000),
+        (91_000, 230_000, 30_000),
+        (121_000, 262_000, 5_000),
+        (130_000, 450_000, 30_000),
+    ]
+    n = 10 * SR
     span0, track, _ = build_event_track(x, pieces, 0.7, 480)
-    s0, fast = weighted_event_track(track, span0, pieces, xa, 0.7, SR, 4800)
-    s1, exact = weighted_event_track(track, span0, pieces, None, 0.7, SR, 4800)
-    s2, aligned = weighted_event_track(track, span0, pieces, None, 0.7, SR, 4800, n=10 * SR, align=600)
-    assert s0 == s1 == span0 and s2 % 600 == 0 and len(aligned) % 600 == 0
-    np.testing.assert_array_equal(aligned[span0 - s2 : span0 - s2 + len(exact)], exact)
-    whole = a_weight(np.concatenate([track, np.zeros(4800, np.float32)]), SR)
-    np.testing.assert_allclose(exact, whole, atol=1e-6 * np.abs(whole).max())
-    assert np.abs(fast - exact).max() < 1e-5 * np.abs(exact).max()
-    pf, pe = (span_frame_power(w, span0, 400) for w in (fast, exact))
+    j0, fast = event_block_energies(track, span0, pieces, csum, 0.7, SR, 4800, n, 600)
+    j1, exact = event_block_energies(track, span0, pieces, None, 0.7, SR, 4800, n, 600)
+    stop = min(n, span0 + len(track) + 4800)
+    jw, whole = block_energies(
+        a_weight(np.concatenate([track, np.zeros(4800, np.float32)]), SR)[: stop - span0], span0, 600
+    )
+    assert j0 == j1 == jw and len(fast) == len(exact) == len(whole)
+    # per-piece filtering keeps 0.1 s of ring-down per piece (beyond it: < -100 dB of the piece level)
+    np.testing.assert_allclose(exact, whole, rtol=1e-6, atol=1e-9 * whole.max())
+    np.testing.assert_allclose(fast, exact, rtol=1e-5, atol=1e-9 * exact.max())
+    pf, pe = (frame_power_from_blocks(e, j0, 400) for e in (fast, exact))
     on = pe > 1e-12
     assert np.abs(10 * np.log10(pf[on] / pe[on])).max() < 1e-3
 
@@ -261,5 +273,5 @@ def test_cache_and_plain_loader_give_the_same_labels():
         a, b = render_mixture(spec, cache, CFG), render_mixture(spec, plain.__getitem__, CFG)
         assert a.event_labels == b.event_labels and a.audio.tobytes() == b.audio.tobytes()
     assert cache.nbytes == sum(v.nbytes for v in cache._items.values()) + sum(
-        v.nbytes for v in cache._weighted.values()
+        v.nbytes for v in cache._energy.values()
     )

@@ -89,6 +89,48 @@ def frame_block(win: int = 2400, hop: int = 1200) -> int:
     return math.gcd(math.gcd(hop, win), abs(off)) if off else math.gcd(hop, win)
 
 
+def block_energies(weighted: np.ndarray, start: int, blk: int) -> tuple[int, np.ndarray]:
+    """(first block index j0, energies) of a span at sample `start`: E[k] = sum of squares in block j0+k."""
+    n = len(weighted)
+    j0 = start // blk
+    n_blocks = -(-(start + n) // blk) - j0
+    if start % blk == 0 and n % blk == 0:  # block-aligned span: no padding copy
+        buf = np.asarray(weighted, dtype=np.float64)
+    else:
+        buf = np.zeros(n_blocks * blk, dtype=np.float64)
+        buf[start - j0 * blk : start - j0 * blk + n] = weighted
+    rows = buf.reshape(n_blocks, blk)
+    return j0, np.einsum("ij,ij->i", rows, rows)
+
+
+def frame_power_from_blocks(
+    energies: np.ndarray, j0: int, n_frames: int, win: int = 2400, hop: int = 1200
+) -> np.ndarray:
+    """Frame power on the grid from block energies (blocks of frame_block(win, hop) samples from j0).
+
+    Each window is win/block consecutive blocks; blocks outside the given range count as silence.
+    """
+    power = np.zeros(n_frames, dtype=np.float64)
+    nb = len(energies)
+    if nb == 0 or n_frames == 0:
+        return power
+    blk = frame_block(win, hop)
+    off = (hop - win) // 2  # window of frame i starts at i*hop + off
+    start, stop = j0 * blk, (j0 + nb) * blk
+    lo = max(0, (start - off - win) // hop)
+    hi = min(n_frames, (stop - off) // hop + 1)
+    if hi <= lo:
+        return power
+    csum = np.zeros(nb + 1, dtype=np.float64)
+    np.cumsum(energies, out=csum[1:])
+    b = (np.arange(lo, hi, dtype=np.int64) * hop + off) // blk - j0
+    e = np.clip(b + win // blk, 0, nb)
+    np.clip(b, 0, nb, out=b)
+    power[lo:hi] = (csum[e] - csum[b]) / win
+    np.maximum(power, 0.0, out=power)  # cumsum round-off can give -1e-18
+    return power
+
+
 def span_frame_power(
     weighted: np.ndarray, start: int, n_frames: int, win: int = 2400, hop: int = 1200
 ) -> np.ndarray:
@@ -98,32 +140,10 @@ def span_frame_power(
     block energies come from one row-wise dot product, and each window sums win/block consecutive blocks.
     Frames whose windows miss the span get power 0.
     """
-    power = np.zeros(n_frames, dtype=np.float64)
-    n = len(weighted)
-    if n == 0 or n_frames == 0:
-        return power
-    off = (hop - win) // 2  # window of frame i starts at i*hop + off
-    blk = frame_block(win, hop)
-    j0 = start // blk  # first block (absolute index) touching the span
-    n_blocks = -(-(start + n) // blk) - j0
-    if start % blk == 0 and n % blk == 0:  # block-aligned span (render allocates it so): no copy
-        buf = np.asarray(weighted, dtype=np.float64)
-    else:
-        buf = np.zeros(n_blocks * blk, dtype=np.float64)
-        buf[start - j0 * blk : start - j0 * blk + n] = weighted
-    rows = buf.reshape(n_blocks, blk)
-    csum = np.zeros(n_blocks + 1, dtype=np.float64)
-    np.cumsum(np.einsum("ij,ij->i", rows, rows), out=csum[1:])
-    lo = max(0, (start - off - win) // hop)
-    hi = min(n_frames, (start + n - off) // hop + 1)
-    if hi <= lo:
-        return power
-    b = (np.arange(lo, hi, dtype=np.int64) * hop + off) // blk - j0
-    e = np.clip(b + win // blk, 0, n_blocks)
-    np.clip(b, 0, n_blocks, out=b)
-    power[lo:hi] = (csum[e] - csum[b]) / win
-    np.maximum(power, 0.0, out=power)  # cumsum round-off can give -1e-18
-    return power
+    if len(weighted) == 0:
+        return np.zeros(n_frames, dtype=np.float64)
+    j0, energies = block_energies(weighted, start, frame_block(win, hop))
+    return frame_power_from_blocks(energies, j0, n_frames, win, hop)
 
 
 def power_to_db(power: np.ndarray) -> np.ndarray:

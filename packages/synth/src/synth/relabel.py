@@ -102,13 +102,22 @@ def active_frames_from_weighted_span(
     return power_to_db(power) > cfg.threshold_db
 
 
+def relabel_frame_power(
+    power: np.ndarray, sr: int, duration_s: float, cfg: RelabelConfig | None = None
+) -> list[Segment]:
+    """Segments from one event's frame powers: threshold, post-process, frames -> seconds."""
+    cfg = _as_relabel_cfg(cfg)
+    active = postprocess_frames(power_to_db(power) > cfg.threshold_db, cfg)
+    return frames_to_segments(active, cfg.hop, sr, duration_s)
+
+
 def relabel_weighted_span(
     weighted: np.ndarray, start: int, n_samples: int, sr: int, cfg: RelabelConfig | None = None
 ) -> list[Segment]:
     """Segments of one event given its A-weighted track span (zero elsewhere) in a clip of n_samples."""
     cfg = _as_relabel_cfg(cfg)
-    active = postprocess_frames(active_frames_from_weighted_span(weighted, start, n_samples, cfg), cfg)
-    return frames_to_segments(active, cfg.hop, sr, n_samples / sr)
+    power = span_frame_power(weighted, start, n_frames_for(n_samples, cfg.hop), cfg.win, cfg.hop)
+    return relabel_frame_power(power, sr, n_samples / sr, cfg)
 
 
 def relabel_event(track: np.ndarray, sr: int, cfg: object = None) -> list[Segment]:

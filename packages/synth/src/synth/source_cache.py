@@ -25,8 +25,8 @@ class AudioCache:
 
     paths: id -> path/URI. Decoded arrays are kept until their total size exceeds max_bytes, then the
     least recently used ones are evicted. `loudness_db(id)` measures once per id (fallback for manifests
-    without a loudness_db column). `weighted(id)` is the A-weighted source (float32, computed once and
-    evicted with its source), which lets render_mixture relabel long pieces without re-filtering them.
+    without a loudness_db column). `weighted_energy(id)` is the cumulative A-weighted energy of the source
+    (computed once, evicted with it), which lets render_mixture relabel long pieces without per-sample work.
     """
 
     def __init__(
@@ -44,7 +44,7 @@ class AudioCache:
         self.load_fn = load_fn or _default_load
         self._items: OrderedDict[str, np.ndarray] = OrderedDict()
         self._loudness: dict[str, float] = {}
-        self._weighted: dict[str, np.ndarray] = {}
+        self._energy: dict[str, np.ndarray] = {}
         self.nbytes = 0
         self.hits = self.misses = self.evictions = 0
         self.decode_s = 0.0
@@ -79,22 +79,25 @@ class AudioCache:
         while self.nbytes > self.max_bytes and len(self._items) > 1:
             old_id, old = self._items.popitem(last=False)
             self.nbytes -= old.nbytes
-            w = self._weighted.pop(old_id, None)
+            w = self._energy.pop(old_id, None)
             if w is not None:
                 self.nbytes -= w.nbytes
             self.evictions += 1
 
-    def weighted(self, source_id: str) -> np.ndarray:
-        """A-weighted source signal (float32, read-only), as synth.loudness.a_weight computes it."""
-        w = self._weighted.get(source_id)
-        if w is None:
-            x = self(source_id)
-            w = a_weight(x, self.sr).astype(np.float32)
-            w.setflags(write=False)
-            self._weighted[source_id] = w
-            self.nbytes += w.nbytes
+    def weighted_energy(self, source_id: str) -> np.ndarray:
+        """Cumulative A-weighted energy of a source (float64, len + 1, read-only): csum[k] = sum of
+        A(x)[:k] ** 2; computed once and evicted with its source."""
+        c = self._energy.get(source_id)
+        if c is None:
+            w = a_weight(self(source_id), self.sr)
+            c = np.empty(len(w) + 1, dtype=np.float64)
+            c[0] = 0.0
+            np.cumsum(np.square(w, out=w), out=c[1:])
+            c.setflags(write=False)
+            self._energy[source_id] = c
+            self.nbytes += c.nbytes
             self._evict()
-        return w
+        return c
 
     def loudness_db(self, source_id: str) -> float:
         if source_id not in self._loudness:

@@ -215,3 +215,17 @@ def test_training_mode_is_stochastic_eval_is_not(small):
     assert not torch.allclose(a, c)
     assert all(p.grad is not None for p in small.parameters() if p.requires_grad)
     small.zero_grad(set_to_none=True)
+
+
+def test_grad_checkpointing_gives_identical_gradients():
+    torch.manual_seed(0)
+    m = HTSAT(HTSAT_PRESETS["small"]).train()
+    x = torch.randn(1, 480000) * 0.1
+    grads = []
+    for ckpt in (False, True):
+        m.set_grad_checkpointing(ckpt)
+        torch.manual_seed(1)  # same SpecAugment / DropPath draws
+        m(x).square().sum().backward()
+        grads.append(m.layers[0].blocks[1].attn.qkv.weight.grad.clone())
+        m.zero_grad(set_to_none=True)
+    torch.testing.assert_close(grads[0], grads[1])

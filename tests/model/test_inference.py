@@ -167,3 +167,20 @@ def test_segments_from_probabilities():
 def test_detect_end_to_end(model, wave):
     segs = model.detect(wave, SR, TEXTS, threshold=0.0)
     assert len(segs) == 2 and segs[0] == [(0.0, pytest.approx(23.3))]
+
+
+def test_audio_file_any_rate_and_channels(model, wave, tmp_path):
+    import soundfile as sf
+
+    from model.audio_io import load_audio_file
+
+    stereo = np.stack([wave[: 4 * SR], 0.5 * wave[: 4 * SR]])
+    x44 = np.stack([soxr.resample(c, SR, 44100) for c in stereo])
+    sf.write(tmp_path / "a.flac", x44.T, 44100)
+    data, sr = load_audio_file(tmp_path / "a.flac")
+    assert sr == 44100 and data.shape == x44.shape
+    p = model.frame_probabilities(data, sr, TEXTS)
+    assert p.shape == (2, 13)  # ceil(4 / 0.3125)
+    (tmp_path / "bad.wav").write_bytes(b"not audio")
+    with pytest.raises(ValueError, match="bad.wav"):
+        load_audio_file(tmp_path / "bad.wav")

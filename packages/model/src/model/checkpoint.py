@@ -204,7 +204,7 @@ def _warn_tokenizer(model: FLAM) -> None:
 def import_openflam(pth_path: str | os.PathLike, text_encoder: str | os.PathLike) -> FLAM:
     """Released OpenFLAM weights (flat state dict, HTSAT-base + RoBERTa-base) → FLAM. Prints the licence notice."""
     print(OPENFLAM_LICENSE_NOTICE, file=sys.stderr)
-    log.warning(OPENFLAM_LICENSE_NOTICE)
+    log.info(OPENFLAM_LICENSE_NOTICE)
     state = load_foreign_state_dict(pth_path)
     text_model = load_text_model(text_encoder, "pooler", weights=False)
     hidden = int(text_model.config.hidden_size)

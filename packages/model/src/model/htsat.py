@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from model.config import FrontEndConfig, HTSATConfig
 from model.frontend import LogMel, Spectrogram, freq_spec_augment
@@ -196,10 +197,14 @@ class BasicLayer(nn.Module):
             for i in range(depth)
         )
         self.downsample = PatchMerging(dim) if downsample else None
+        self.grad_checkpointing = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for blk in self.blocks:
-            x = blk(x)
+            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(blk, x, use_reentrant=False)
+            else:
+                x = blk(x)
         return self.downsample(x) if self.downsample is not None else x
 
 
@@ -236,6 +241,11 @@ class HTSAT(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.norm = nn.LayerNorm(cfg.out_dim)
         self.apply(_init_weights)
+
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute Swin blocks in backward (less activation memory for large training batches)."""
+        for layer in self.layers:
+            layer.grad_checkpointing = enabled
 
     def log_mel(self, wave: torch.Tensor) -> torch.Tensor:
         """[B, samples] → normalised log-mel [B, T, 64] (fp32, outside autocast)."""

@@ -1,0 +1,209 @@
+"""Model benchmark: frame-embedding throughput, train-step time and peak memory per HTSAT config.
+
+Comparable with /work/shared/bench/peer_openflam_infer.py (OpenFLAM's get_local_audio_features on random
+[B, 480000] input): `frames_*` rows time `FLAM.encode_audio` (front end + HTSAT + projection + L2 norm) on
+the same input. Random init, no network: the text encoder is built from a local config dir
+(default /work/shared/bench/roberta_base = roberta-base's architecture; --text-encoder to change).
+
+    .venv/bin/python benchmarks/model.py                       # CPU: small/tiny/base, B=2, fp32
+    OUT=/tmp/out .venv/bin/python benchmarks/model.py --configs base --batch-sizes 64,256 --dtypes fp32,bf16 \
+        --compile off,on                                       # CUDA (the defaults on CUDA are similar)
+
+Prints one JSON object (updated after every row) and writes $OUT/model_bench.json when OUT is set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model import FLAM, FLAMConfig, TextConfig
+from model.config import HTSAT_PRESETS
+from model.text_encoder import load_text_model, load_tokenizer
+
+DEFAULT_TEXT = Path(__file__).resolve().parents[2] / "shared" / "bench" / "roberta_base"
+
+
+def build(cfg_name: str, text_dir: Path, device: str) -> FLAM:
+    text_model = load_text_model(text_dir, "pooler", weights=False)
+    hidden = int(text_model.config.hidden_size)
+    cfg = FLAMConfig(audio=HTSAT_PRESETS[cfg_name], text=TextConfig(path=str(text_dir), pooling="pooler",
+                                                                   hidden_size=hidden))  # fmt: skip
+    return FLAM(cfg, text_model, load_tokenizer(text_dir)).to(device)
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def peak_mem(device: str) -> dict:
+    if device == "cuda":
+        return {"peak_mem_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
+    return {"process_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def timed(fn, device: str, warmup: int, iters: int) -> float:
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    t = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    sync(device)
+    return (time.perf_counter() - t) / iters
+
+
+def bench_frames(
+    model: FLAM, b: int, dtype: str, compiled: bool, device: str, warmup: int, iters: int
+) -> dict:
+    model.eval()
+    audio = torch.compile(model.audio_branch) if compiled else model.audio_branch
+    x = torch.randn(b, 480000, device=device) * 0.1
+
+    def f():
+        with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bf16"):
+            return model.project_audio(audio(x))
+
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    f()  # first call (compilation when compiled)
+    sync(device)
+    first = time.perf_counter() - t0
+    s = timed(f, device, max(0, warmup - 1), iters)
+    frames, _ = f()
+    return {"clips_per_s": round(b / s, 1), "x_realtime": round(10 * b / s, 1), "ms_per_batch": round(1e3 * s, 1),
+            "first_call_s": round(first, 1), "shape": list(frames.shape), **peak_mem(device)}  # fmt: skip
+
+
+def bench_train(model: FLAM, b: int, dtype: str, device: str, warmup: int, iters: int, n_tokens: int) -> dict:
+    """One forward + backward: audio [B, 480000] and B texts of n_tokens, a CLIP-style loss on clip/text."""
+    model.train()
+    x = torch.randn(b, 480000, device=device) * 0.1
+    vocab = int(model.text_branch.config.vocab_size)
+    ids = torch.randint(5, min(vocab, 1000), (b, n_tokens), device=device)
+    ids[:, 0] = 0
+    mask = torch.ones_like(ids)
+    opt_params = [p for p in model.parameters() if p.requires_grad]
+
+    def step():
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bf16"):
+            out = model(x, ids, mask)
+            logits = out.logit_scale * out.clip.float() @ out.texts.float().T
+            target = torch.arange(b, device=device)
+            loss = torch.nn.functional.cross_entropy(logits, target) + out.frames.float().square().mean()
+            loss = loss + (out.alpha.float().mean() + out.beta.float().mean()) * 1e-3
+        loss.backward()
+        for p in opt_params:
+            p.grad = None
+
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    s = timed(step, device, warmup, iters)
+    model.eval()
+    return {"samples_per_s": round(b / s, 1), "ms_per_step": round(1e3 * s, 1), **peak_mem(device)}
+
+
+def bench_pipeline(model: FLAM, device: str, seconds: float, n_texts: int, dtype: str) -> dict:
+    """End to end: frame_probabilities on one long file (windows, stitching, text side included)."""
+    model.eval()
+    model.autocast_dtype = torch.bfloat16 if dtype == "bf16" else None
+    model.inference_batch_size = 64 if device == "cuda" else 4
+    wave = (np.random.default_rng(0).standard_normal(int(seconds * 48000)) * 0.1).astype(np.float32)
+    texts = [f"sound number {i}" for i in range(n_texts)]
+    model.frame_probabilities(wave[: 48000 * 12], 48000, texts)  # warm-up
+    sync(device)
+    t = time.perf_counter()
+    p = model.frame_probabilities(wave, 48000, texts)
+    sync(device)
+    s = time.perf_counter() - t
+    model.autocast_dtype = None
+    return {"audio_s": seconds, "n_texts": n_texts, "wall_s": round(s, 2), "x_realtime": round(seconds / s, 1),
+            "shape": list(p.shape)}  # fmt: skip
+
+
+def main() -> None:
+    cuda = torch.cuda.is_available()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--configs", default="tiny,base" if cuda else "small,tiny,base")
+    ap.add_argument("--batch-sizes", default="64,256" if cuda else "2")
+    ap.add_argument("--dtypes", default="fp32,bf16" if cuda else "fp32")
+    ap.add_argument(
+        "--compile", default="off,on" if cuda else "off", help="off,on (compile only for base, bf16)"
+    )
+    ap.add_argument("--train-batch", type=int, default=64 if cuda else 2)
+    ap.add_argument("--train-tokens", type=int, default=24)
+    ap.add_argument("--pipeline-seconds", type=float, default=600.0 if cuda else 60.0)
+    ap.add_argument("--text-encoder", default=str(DEFAULT_TEXT), help="local HF dir (config + tokenizer)")
+    ap.add_argument("--warmup", type=int, default=3 if cuda else 1)
+    ap.add_argument("--iters", type=int, default=10 if cuda else 2)
+    ap.add_argument("--skip", default="", help="comma list of parts to skip: frames,train,pipeline")
+    ap.add_argument(
+        "--tf32", action="store_true", help="allow TF32 matmuls in fp32 rows (off = like the peer)"
+    )
+    args = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    device = "cuda" if cuda else "cpu"
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32
+    torch.backends.cudnn.allow_tf32 = args.tf32
+    skip = set(filter(None, args.skip.split(",")))
+    res: dict = {
+        "device": torch.cuda.get_device_name() if cuda else f"cpu ({platform.processor() or platform.machine()})",
+        "threads": torch.get_num_threads(), "torch": torch.__version__, "text_encoder": args.text_encoder,
+    }  # fmt: skip
+    out_dir = os.environ.get("OUT")
+
+    def emit():
+        print(json.dumps(res), flush=True)
+        if out_dir:
+            Path(out_dir, "model_bench.json").write_text(json.dumps(res, indent=1))
+
+    torch.manual_seed(0)
+    for name in args.configs.split(","):
+        model = build(name, Path(args.text_encoder), device)
+        res[f"{name}_params_m"] = round(sum(p.numel() for p in model.audio_branch.parameters()) / 1e6, 1)
+        if "frames" not in skip:
+            for b in map(int, args.batch_sizes.split(",")):
+                for dtype in args.dtypes.split(","):
+                    for comp in args.compile.split(","):
+                        on = comp == "on"
+                        if on and (name != "base" or dtype != "bf16" and cuda):
+                            continue
+                        key = f"frames_{name}_B{b}_{dtype}" + ("_compiled" if on else "")
+                        try:
+                            res[key] = bench_frames(model, b, dtype, on, device, args.warmup, args.iters)
+                        except Exception as e:  # noqa: BLE001 - keep the other rows (e.g. OOM)
+                            res[key] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
+                        emit()
+                        if cuda:
+                            torch.cuda.empty_cache()
+        if "train" not in skip:
+            for dtype in args.dtypes.split(",")[-1:]:
+                key = f"train_{name}_B{args.train_batch}_{dtype}"
+                try:
+                    res[key] = bench_train(model, args.train_batch, dtype, device, args.warmup, args.iters,
+                                           args.train_tokens)  # fmt: skip
+                except Exception as e:  # noqa: BLE001
+                    res[key] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
+                emit()
+        if "pipeline" not in skip and name == "base":
+            dtype = args.dtypes.split(",")[-1]
+            res[f"pipeline_{name}_{dtype}"] = bench_pipeline(model, device, args.pipeline_seconds, 5, dtype)
+            emit()
+        del model
+        if cuda:
+            torch.cuda.empty_cache()
+    emit()
+
+
+if __name__ == "__main__":
+    main()

@@ -7,8 +7,9 @@ import io
 import numpy as np
 import soundfile as sf
 
-# soundfile's compression_level is 0.0..1.0 (libFLAC levels 0..8). Level 0 (fixed predictors) encodes
-# ~1.6x faster than the top level on mixtures and is < 1 % larger than level 5 on this material.
+# soundfile's compression_level is 0.0..1.0 (mapped onto libFLAC's levels 0..8). Measured on a 10-s
+# noise-like mixture (thread CPU time, shared dev VM): 0.0 -> 11.3 ms, 663 KB; 0.5 -> 12.6 ms, 642 KB;
+# 1.0 -> 24.7 ms, 641 KB. Level 0 is the fastest and only ~3 % larger.
 DEFAULT_COMPRESSION_LEVEL = 0.0
 
 

@@ -1,7 +1,8 @@
 """Render a MixtureSpec to audio + relabeled event segments.
 
 - Each event is built on its own short track covering only its span (pieces with gain and fades), so
-  relabeling A-weights just that span (plus 0.1 s of filter ring-down) instead of the whole clip.
+  relabeling A-weights just that span (plus 0.1 s of filter ring-down) instead of the whole clip; with an
+  AudioCache, the middle of a long piece costs nothing per sample (see event_block_energies).
 - Fades: raised-cosine ramps f[k] = 0.5 - 0.5*cos(pi*(k + 0.5)/L), L = 10 ms (or half the piece when
   shorter), fade-in on the first L samples and its mirror on the last L samples of every piece.
   f[k] + f[L-1-k] = 1, so a piece's fade-out and a butting piece's fade-in sum to unity.

@@ -27,6 +27,7 @@ from synth.filtering import classify_kind
 from synth.ingest import IngestConfig, ingest_corpus
 from synth.manifest import read_manifest, write_manifest
 from synth.pipeline import RenderOptions, local_worker_count, run_render
+from tests.synth.test_shards import FakeRemoteFileSystem
 
 N, SHARD, SEED = 24, 8, 7
 ONE_WORKER = ["--runner=FnApiRunner", "--direct_num_workers=1"]
@@ -49,7 +50,7 @@ def dev_manifest(dev_corpus, tmp_path_factory) -> Path:
     return Path(write_manifest(result.table, tmp_path_factory.mktemp("manifest") / "manifest.parquet"))
 
 
-def _opts(out: Path, manifest: Path, **kw) -> RenderOptions:
+def _opts(out: Path | str, manifest: Path, **kw) -> RenderOptions:
     return RenderOptions(
         out=str(out), manifest=str(manifest), num_mixtures=N, shard_size=SHARD, seed=SEED, **kw
     )
@@ -361,3 +362,15 @@ def test_failing_source_is_a_clear_error_and_leaves_no_partial_shard(dev_manifes
         run_render(opts, ONE_WORKER)
     left = sorted(p.name for p in (tmp_path / "out" / "mixtures" / "train").iterdir())
     assert left == ["config.json", "sources.parquet"]
+
+
+def test_output_to_a_uri(clean_run, dev_manifest, tmp_path, monkeypatch):
+    """--out as a URI (Beam FileSystems, like gs://): same shards, same index, resumable."""
+    out, _ = clean_run
+    monkeypatch.setattr(FakeRemoteFileSystem, "root", str(tmp_path))
+    fakefs = tmp_path
+    summary = run_render(_opts("fakefs://flam/data", dev_manifest), ONE_WORKER)
+    assert summary.mixture_shards_written == 3
+    assert _digests(fakefs / "flam" / "data") == _digests(out)
+    again = run_render(_opts("fakefs://flam/data", dev_manifest), ONE_WORKER)
+    assert again.mixture_shards_skipped == 3 and again.audio_text_shards_skipped == 3

@@ -10,6 +10,8 @@ import tarfile
 import numpy as np
 import pytest
 import webdataset as wds
+from apache_beam.io.filesystem import FileMetadata
+from apache_beam.io.localfilesystem import LocalFileSystem
 
 from synth import shards
 
@@ -149,3 +151,87 @@ def test_scan_rejects_extra_shards(tmp_path):
     open(os.path.join(split, shards.shard_name(9)), "wb").write(b"")
     with pytest.raises(shards.ShardConfigError, match="beyond"):
         shards.scan_split_dir(split, "fp", 2, 2, 4)
+
+
+class FakeRemoteFileSystem(LocalFileSystem):
+    """``fakefs://`` URIs backed by a local folder: drives the URI (Beam FileSystems) code paths."""
+
+    root = ""
+
+    @classmethod
+    def scheme(cls):
+        return "fakefs"
+
+    def _local(self, path):
+        return os.path.join(self.root, path[len("fakefs://") :]) if path.startswith("fakefs://") else path
+
+    def join(self, basepath, *paths):
+        return "/".join([basepath.rstrip("/"), *(p.strip("/") for p in paths)])
+
+    def split(self, path):
+        head, _, tail = path.rpartition("/")
+        return head, tail
+
+    def mkdirs(self, path):
+        super().mkdirs(self._local(path))
+
+    def _list(self, prefix):
+        for m in super()._list(self._local(prefix)):
+            uri = "fakefs://" + os.path.relpath(m.path, self.root)
+            yield FileMetadata(uri, m.size_in_bytes, m.last_updated_in_seconds)
+
+    def metadata(self, path):
+        m = super().metadata(self._local(path))
+        return FileMetadata(path, m.size_in_bytes, m.last_updated_in_seconds)
+
+    def create(self, path, *args, **kwargs):
+        return super().create(self._local(path), *args, **kwargs)
+
+    def open(self, path, *args, **kwargs):
+        return super().open(self._local(path), *args, **kwargs)
+
+    def rename(self, src, dst):
+        super().rename([self._local(s) for s in src], [self._local(d) for d in dst])
+
+    def copy(self, src, dst):
+        super().copy([self._local(s) for s in src], [self._local(d) for d in dst])
+
+    def exists(self, path):
+        return super().exists(self._local(path))
+
+    def size(self, path):
+        return super().size(self._local(path))
+
+    def delete(self, paths):
+        super().delete([self._local(p) for p in paths])
+
+
+@pytest.fixture
+def fakefs(tmp_path, monkeypatch):
+    monkeypatch.setattr(FakeRemoteFileSystem, "root", str(tmp_path))
+    return tmp_path
+
+
+def test_uri_paths_go_through_beam_filesystems(fakefs):
+    split = "fakefs://out/train"
+    assert shards.is_remote(split) and shards.list_names(split) == []
+    cfg = {"seed": 1}
+    fp = shards.prepare_split_dir(split, cfg)
+    data = _samples(3)
+    with shards.ShardWriter(shards.join(split, shards.shard_name(0))) as w:
+        for key in sorted(data):
+            w.write(key, data[key])
+        w.close(
+            {"shard": 0, "name": shards.shard_name(0), "first_index": 0, "fingerprint": fp},
+            shards.join(split, shards.sidecar_name(0)),
+        )
+    local = fakefs / "out" / "train"
+    assert (local / "shard-000000.tar").read_bytes() == shards.tar_bytes(data)
+    assert shards.list_names(split) == ["config.json", "shard-000000.json", "shard-000000.tar"]
+    assert sorted(shards.scan_split_dir(split, fp, 1, 3, 3).complete) == [0]
+    assert shards.is_shard_complete(split, 0, fp, 3) and not shards.is_shard_complete(split, 0, "x", 3)
+    (local / ".shard-000001.tar.tmp-0123456789ab").write_bytes(b"x")
+    shards.prepare_split_dir(split, cfg)  # removes the stale temp file through the URI
+    assert sorted(os.listdir(local)) == ["config.json", "shard-000000.json", "shard-000000.tar"]
+    with pytest.raises(shards.ShardConfigError):
+        shards.prepare_split_dir(split, {"seed": 2})

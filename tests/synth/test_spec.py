@@ -183,6 +183,8 @@ def test_json_round_trip_and_seed_index_determinism():
     assert sample_spec(shuffled, CFG, 11, 5).to_json() == text
     with pytest.raises(ValueError, match="version"):
         MixtureSpec.from_json({**spec.to_dict(), "version": 99})
+    with pytest.raises(ValueError, match="malformed"):
+        MixtureSpec.from_json({**spec.to_dict(), "events": [{"id": "x"}]})
 
 
 def test_pool_from_manifest_table_filters_split_kind_and_bad_rows():

@@ -87,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     opts, beam_args = parse_args(argv)
     try:
         summary = run_render(opts, beam_args)
-    except ShardConfigError as e:
+    except (ShardConfigError, ValueError) as e:  # bad input: folder/config mismatch, manifest, metadata, pool
         logging.getLogger("render_mixtures").error("%s", e)
         return 2
     print(summary.format())

@@ -266,6 +266,15 @@ def _import_cli():
     return render_mixtures
 
 
+def test_cli_bad_input_exits_2_with_a_message(tmp_path, caplog):
+    render_mixtures = _import_cli()
+    with caplog.at_level("ERROR"):
+        code = render_mixtures.main(["--manifest", str(tmp_path / "nope.parquet"), "--out", str(tmp_path)])
+    assert code == 2 and "manifest not found" in caplog.text
+    with pytest.raises(SystemExit):
+        render_mixtures.parse_args(["--split", "test"])
+
+
 def test_cli_parses_defaults():
     render_mixtures = _import_cli()
     opts, beam_args = render_mixtures.parse_args([])

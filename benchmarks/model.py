@@ -9,6 +9,10 @@ the same input. Random init, no network: the text encoder is built from a local 
     OUT=/tmp/out .venv/bin/python benchmarks/model.py --configs base --batch-sizes 64,256 --dtypes fp32,bf16 \
         --compile off,on                                       # CUDA (the defaults on CUDA are similar)
 
+With --paired-peer (needs PEER_SRC, and `lightning` importable) it first builds OpenFLAM's own model in the same
+process, loads its random weights into ours through FLAM.from_openflam, reports the max output difference and
+times both alternately on the same input (the fairest ratio on a shared machine).
+
 Prints one JSON object (updated after every row) and writes $OUT/model_bench.json when OUT is set.
 """
 
@@ -19,8 +23,12 @@ import json
 import os
 import platform
 import resource
+import sys
 import time
 from pathlib import Path
+
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)  # run as a script: this file's name would shadow the `model` package
 
 import numpy as np
 import torch
@@ -131,6 +139,60 @@ def bench_pipeline(model: FLAM, device: str, seconds: float, n_texts: int, dtype
             "shape": list(p.shape)}  # fmt: skip
 
 
+def bench_paired_peer(device: str, sizes: list[int], dtypes: list[str], iters: int, compiled: bool) -> dict:
+    """Same process, same input: OpenFLAM's own model (random init, from $PEER_SRC via the shared peer script's
+    setup) vs ours carrying ITS weights (imported with FLAM.from_openflam): output agreement + paired speed."""
+    import tempfile
+
+    peer_script = Path(__file__).resolve().parents[2] / "shared" / "bench" / "peer_openflam_infer.py"
+    setup = peer_script.read_text().split('dev = "cuda"')[
+        0
+    ]  # imports + librosa stand-in + roberta config patch
+    ns = {"__file__": str(peer_script), "__name__": "peer_setup"}
+    exec(compile(setup, str(peer_script), "exec"), ns)  # noqa: S102 - measurement only, peer code not copied
+    torch.manual_seed(0)
+    peer = ns["FLAM"](audio_cfg=ns["CLAPAudioCfg"](model_name="base", audio_embed_dim=1024),
+                      text_cfg=ns["CLAPTextCfg"](connector_layers=12), joint_embed_shape=512,
+                      fabric=ns["L"].Fabric(accelerator="cpu"), cache_dir=tempfile.mkdtemp()).eval()  # fmt: skip
+    with torch.no_grad():
+        bn = peer.audio_branch.bn0
+        bn.running_mean.normal_(), bn.running_var.uniform_(0.5, 2.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save(peer.state_dict(), Path(tmp) / "peer.pth")
+        ours = FLAM.from_openflam(Path(tmp) / "peer.pth", text_encoder=Path(ns["src"]) / "roberta_base")
+    peer, ours = peer.to(device), ours.to(device)
+    audio = torch.compile(ours.audio_branch) if compiled else ours.audio_branch
+    res: dict = {}
+    x = torch.randn(2, 480000, device=device) * 0.1
+    with torch.inference_mode():
+        ref = peer.get_local_audio_features(x)
+        frames, _ = ours.encode_audio(x)
+    res["max_abs_diff_frames_fp32"] = float((ref - frames).abs().max())
+    for b in sizes:
+        x = torch.randn(b, 480000, device=device) * 0.1
+        for dtype in dtypes:
+            ac = {"device_type": device, "dtype": torch.bfloat16, "enabled": dtype == "bf16"}
+
+            def run_peer(x=x, ac=ac):
+                with torch.inference_mode(), torch.autocast(**ac):
+                    return peer.get_local_audio_features(x)
+
+            def run_ours(x=x, ac=ac):
+                with torch.inference_mode(), torch.autocast(**ac):
+                    return ours.project_audio(audio(x))
+
+            tp = to = 0.0
+            run_peer(), run_ours()
+            for _ in range(iters):  # alternate so both see the same machine load
+                tp += timed(run_peer, device, 0, 1)
+                to += timed(run_ours, device, 0, 1)
+            res[f"B{b}_{dtype}" + ("_compiled" if compiled else "")] = {
+                "peer_clips_per_s": round(b * iters / tp, 2), "ours_clips_per_s": round(b * iters / to, 2),
+                "speedup": round(tp / to, 2),
+            }  # fmt: skip
+    return res
+
+
 def main() -> None:
     cuda = torch.cuda.is_available()
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -147,6 +209,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3 if cuda else 1)
     ap.add_argument("--iters", type=int, default=10 if cuda else 2)
     ap.add_argument("--skip", default="", help="comma list of parts to skip: frames,train,pipeline")
+    ap.add_argument(
+        "--paired-peer", action="store_true", help="also time OpenFLAM's model from $PEER_SRC here"
+    )
     ap.add_argument(
         "--tf32", action="store_true", help="allow TF32 matmuls in fp32 rows (off = like the peer)"
     )
@@ -167,6 +232,16 @@ def main() -> None:
         if out_dir:
             Path(out_dir, "model_bench.json").write_text(json.dumps(res, indent=1))
 
+    if args.paired_peer:
+        if not os.environ.get("PEER_SRC"):
+            raise SystemExit("--paired-peer needs PEER_SRC (see /work/shared/bench/prepare_peers.sh)")
+        sizes = list(map(int, args.batch_sizes.split(",")))
+        dtypes = args.dtypes.split(",")
+        res["paired_openflam"] = bench_paired_peer(device, sizes, dtypes, args.iters, False)
+        emit()
+        if "on" in args.compile.split(",") and cuda:
+            res["paired_openflam_compiled"] = bench_paired_peer(device, sizes, ["bf16"], args.iters, True)
+            emit()
     torch.manual_seed(0)
     for name in args.configs.split(","):
         model = build(name, Path(args.text_encoder), device)

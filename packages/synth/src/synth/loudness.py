@@ -124,8 +124,10 @@ def frame_power_from_blocks(
     csum = np.zeros(nb + 1, dtype=np.float64)
     np.cumsum(energies, out=csum[1:])
     b = (np.arange(lo, hi, dtype=np.int64) * hop + off) // blk - j0
-    e = np.clip(b + win // blk, 0, nb)
-    np.clip(b, 0, nb, out=b)
+    e = np.minimum(b + win // blk, nb)  # np.minimum/maximum: np.clip's wrapper costs ~40 us a call
+    np.maximum(b, 0, out=b)
+    np.minimum(b, nb, out=b)
+    np.maximum(e, 0, out=e)
     power[lo:hi] = (csum[e] - csum[b]) / win
     np.maximum(power, 0.0, out=power)  # cumsum round-off can give -1e-18
     return power

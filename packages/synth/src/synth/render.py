@@ -151,7 +151,9 @@ def event_block_energies(
         parts.append((d, sosfilt_inplace(sos, seg[:m].astype(np.float64))))
         c0, c1 = d + m, d + ln - m
         jlo, jhi = c0 // blk, -(-c1 // blk)
-        edges = np.clip(np.arange(jlo, jhi + 1, dtype=np.int64) * blk, c0, c1) + (s - d)
+        edges = np.arange(jlo, jhi + 1, dtype=np.int64) * blk
+        edges[0], edges[-1] = c0, c1  # inner block edges already lie in (c0, c1)
+        edges += s - d
         energies[jlo - j0 : jhi - j0] += g2 * np.diff(energy_csum[edges])
         buf = np.zeros(2 * m + tail, dtype=np.float64)
         buf[: 2 * m] = seg[ln - 2 * m :]

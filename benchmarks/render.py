@@ -122,9 +122,10 @@ def main(argv: list[str] | None = None) -> dict:
         decode_ms.append((time.perf_counter() - t0) * 1e3)
         audio_s += len(x) / sr
     t0 = time.perf_counter()
-    for r in used:
-        cache.weighted_energy(r["id"])  # cumulative A-weighted energy: relabels long pieces
-    weight_ms_per_file = (time.perf_counter() - t0) * 1e3 / len(used)
+    long_events = [r for r in used if r["kind"] == "event" and r["duration_s"] > 0.4]
+    for r in long_events:
+        cache.weighted_energy(r["id"])  # cumulative A-weighted energy: relabels pieces > 0.4 s
+    weight_ms_per_file = (time.perf_counter() - t0) * 1e3 / max(1, len(long_events))
     t0 = time.perf_counter()
     for r in used:
         r["loudness_db"] = cache.loudness_db(r["id"])  # what ingest stores in the manifest

@@ -226,7 +226,8 @@ def render_mixture(
         notes.update(tnotes)
         mix[span0 : span0 + len(track)] += track
         t0 = tick()
-        csum = energy_fn(ev.id) if energy_fn is not None else None
+        long_piece = any(ln > 4 * tail for _, _, ln in pieces)  # else the cached energy is not used
+        csum = energy_fn(ev.id) if energy_fn is not None and long_piece else None
         j0, energies = event_block_energies(track, span0, pieces, csum, g, sr, tail, n, blk)
         power = frame_power_from_blocks(energies, j0, n_frames, cfg.relabel.win, cfg.relabel.hop)
         segments = relabel_frame_power(power, sr, n / sr, cfg.relabel)

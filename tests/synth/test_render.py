@@ -272,6 +272,7 @@ def test_cache_and_plain_loader_give_the_same_labels():
         spec = sample_spec(pool, CFG, 8, i)
         a, b = render_mixture(spec, cache, CFG), render_mixture(spec, plain.__getitem__, CFG)
         assert a.event_labels == b.event_labels and a.audio.tobytes() == b.audio.tobytes()
+    assert len(cache._energy) > 0  # the cached-energy relabel path was taken
     assert cache.nbytes == sum(v.nbytes for v in cache._items.values()) + sum(
         v.nbytes for v in cache._energy.values()
     )

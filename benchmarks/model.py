@@ -139,12 +139,29 @@ def bench_pipeline(model: FLAM, device: str, seconds: float, n_texts: int, dtype
             "shape": list(p.shape)}  # fmt: skip
 
 
+def find_peer_script() -> Path:
+    """The shared peer script: $PEER_SCRIPT, else $PEER_SRC/peer_openflam_infer.py, else ../shared/bench/."""
+    candidates = [os.environ.get("PEER_SCRIPT", ""), str(Path(os.environ.get("PEER_SRC", "."), "peer_openflam_infer.py")),
+                  str(Path(__file__).resolve().parents[2] / "shared" / "bench" / "peer_openflam_infer.py")]  # fmt: skip
+    for c in candidates:
+        if c and Path(c).is_file():
+            return Path(c)
+    raise SystemExit(f"peer_openflam_infer.py not found (looked at {candidates}); set PEER_SCRIPT")
+
+
+def default_text_dir() -> str:
+    """roberta-base architecture config + toy tokenizer: ../shared/bench/roberta_base, else $PEER_SRC/roberta_base."""
+    if DEFAULT_TEXT.is_dir() or not os.environ.get("PEER_SRC"):
+        return str(DEFAULT_TEXT)
+    return str(Path(os.environ["PEER_SRC"], "roberta_base"))
+
+
 def bench_paired_peer(device: str, sizes: list[int], dtypes: list[str], iters: int, compiled: bool) -> dict:
     """Same process, same input: OpenFLAM's own model (random init, from $PEER_SRC via the shared peer script's
     setup) vs ours carrying ITS weights (imported with FLAM.from_openflam): output agreement + paired speed."""
     import tempfile
 
-    peer_script = Path(__file__).resolve().parents[2] / "shared" / "bench" / "peer_openflam_infer.py"
+    peer_script = find_peer_script()
     setup = peer_script.read_text().split('dev = "cuda"')[
         0
     ]  # imports + librosa stand-in + roberta config patch
@@ -205,7 +222,7 @@ def main() -> None:
     ap.add_argument("--train-batch", type=int, default=64 if cuda else 2)
     ap.add_argument("--train-tokens", type=int, default=24)
     ap.add_argument("--pipeline-seconds", type=float, default=600.0 if cuda else 60.0)
-    ap.add_argument("--text-encoder", default=str(DEFAULT_TEXT), help="local HF dir (config + tokenizer)")
+    ap.add_argument("--text-encoder", default=default_text_dir(), help="local HF dir (config + tokenizer)")
     ap.add_argument("--warmup", type=int, default=3 if cuda else 1)
     ap.add_argument("--iters", type=int, default=10 if cuda else 2)
     ap.add_argument("--skip", default="", help="comma list of parts to skip: frames,train,pipeline")

@@ -86,7 +86,7 @@ def stitch_frames(feats: torch.Tensor) -> torch.Tensor:
 
 def _autocast(model: FLAM) -> torch.autocast:
     dt = model.autocast_dtype
-    return torch.autocast(model.device.type, dtype=dt or torch.float32, enabled=dt is not None)
+    return torch.autocast(model.device.type, dtype=dt or torch.bfloat16, enabled=dt is not None)
 
 
 @torch.inference_mode()

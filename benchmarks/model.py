@@ -121,11 +121,12 @@ def bench_train(model: FLAM, b: int, dtype: str, device: str, warmup: int, iters
     return {"samples_per_s": round(b / s, 1), "ms_per_step": round(1e3 * s, 1), **peak_mem(device)}
 
 
-def bench_pipeline(model: FLAM, device: str, seconds: float, n_texts: int, dtype: str) -> dict:
+def bench_pipeline(model: FLAM, device: str, seconds: float, n_texts: int, dtype: str, hop: int = 16) -> dict:
     """End to end: frame_probabilities on one long file (windows, stitching, text side included)."""
     model.eval()
     model.autocast_dtype = torch.bfloat16 if dtype == "bf16" else None
     model.inference_batch_size = 64 if device == "cuda" else 4
+    model.inference_hop_frames = hop
     wave = (np.random.default_rng(0).standard_normal(int(seconds * 48000)) * 0.1).astype(np.float32)
     texts = [f"sound number {i}" for i in range(n_texts)]
     model.frame_probabilities(wave[: 48000 * 12], 48000, texts)  # warm-up
@@ -135,7 +136,8 @@ def bench_pipeline(model: FLAM, device: str, seconds: float, n_texts: int, dtype
     sync(device)
     s = time.perf_counter() - t
     model.autocast_dtype = None
-    return {"audio_s": seconds, "n_texts": n_texts, "wall_s": round(s, 2), "x_realtime": round(seconds / s, 1),
+    model.inference_hop_frames = 16
+    return {"audio_s": seconds, "hop_frames": hop, "n_texts": n_texts, "wall_s": round(s, 2), "x_realtime": round(seconds / s, 1),
             "shape": list(p.shape)}  # fmt: skip
 
 
@@ -289,8 +291,11 @@ def main() -> None:
                 emit()
         if "pipeline" not in skip and name == "base":
             dtype = args.dtypes.split(",")[-1]
-            res[f"pipeline_{name}_{dtype}"] = bench_pipeline(model, device, args.pipeline_seconds, 5, dtype)
-            emit()
+            for hop in (16, 24):
+                res[f"pipeline_{name}_{dtype}_hop{hop}"] = bench_pipeline(
+                    model, device, args.pipeline_seconds, 5, dtype, hop
+                )
+                emit()
         del model
         if cuda:
             torch.cuda.empty_cache()

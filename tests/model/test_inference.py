@@ -64,6 +64,36 @@ def test_stitch_rule_takes_each_frame_from_its_most_central_window():
     assert torch.equal(stitch_frames(feats[:1]), feats[0])
 
 
+@pytest.mark.parametrize("hop", [24, 2, 32])
+def test_stitch_rule_other_hops(hop):
+    n_win = 5
+    feats = (torch.arange(n_win)[:, None] * 100 + torch.arange(32)[None, :]).float()[..., None]
+    out = stitch_frames(feats, hop)[:, 0]
+    assert out.shape == (hop * (n_win - 1) + 32,)
+    for k, v in enumerate(out.tolist()):
+        j, local = divmod(int(v), 100)
+        assert hop * j + local == k
+        best = min(abs(k - hop * jj + 0.5 - 16) for jj in range(n_win) if 0 <= k - hop * jj < 32)
+        assert abs(local + 0.5 - 16) == best
+
+
+def test_hop_24_long_input(model, wave):
+    from model.inference import frame_features
+
+    model.inference_hop_frames = 24
+    try:
+        feats = frame_features(model, wave, SR)
+        with pytest.raises(ValueError, match="hop_frames"):
+            model.inference_hop_frames = 7
+            frame_features(model, wave, SR)
+    finally:
+        model.inference_hop_frames = 16
+    assert feats.shape[0] == 75
+    w1 = direct(model, wave[360000:840000])  # second window starts at 24 frames = 7.5 s
+    torch.testing.assert_close(feats[:28], direct(model, wave[:480000])[:28], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(feats[28:52], w1[4:28], rtol=1e-4, atol=1e-5)
+
+
 def test_windows_are_5s_hop_views():
     x = torch.arange(int(23.3 * SR), dtype=torch.float32)
     w = make_windows(x, FLAMConfig())

@@ -54,6 +54,7 @@ class FLAM(nn.Module):
         self.logit_scale_a = nn.Parameter(torch.tensor(config.logit_scale_init))
         self.aed_logit_scale = nn.Parameter(torch.tensor(0.0))
         self.inference_batch_size = 16  # windows per forward in the inference helpers
+        self.inference_hop_frames = 16  # window hop in output frames (16 = 5 s); see model.inference
         self.autocast_dtype: torch.dtype | None = None  # e.g. torch.bfloat16 for CUDA inference
 
     # ---------------------------------------------------------------- construction / checkpoints

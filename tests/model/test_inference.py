@@ -214,3 +214,105 @@ def test_audio_file_any_rate_and_channels(model, wave, tmp_path):
     (tmp_path / "bad.wav").write_bytes(b"not audio")
     with pytest.raises(ValueError, match="bad.wav"):
         load_audio_file(tmp_path / "bad.wav")
+
+
+@pytest.fixture(scope="module")
+def mixed_batch(wave):
+    """3 s at 16 kHz mono, 10 s at 44.1 kHz stereo, 27 s at 48 kHz: 1 + 1 + 5 windows."""
+    rng = np.random.default_rng(1)
+    long = np.concatenate([wave, 0.1 * rng.standard_normal(int(3.7 * SR)).astype(np.float32)])
+    w10 = soxr.resample(wave[:480000], SR, 44100)
+    return [soxr.resample(wave[: 3 * SR], SR, 16000), np.stack([w10, 0.5 * w10]), long], [16000, 44100, SR]
+
+
+@pytest.fixture(scope="module")
+def batch_probs(model, mixed_batch):
+    assert model.inference_batch_size == 3  # chunks of 3 windows straddle the inputs (1 | 1 | 5 windows)
+    return model.frame_probabilities_batch(*mixed_batch, TEXTS)
+
+
+def test_batch_equals_single_file_calls(model, mixed_batch, batch_probs):
+    waves, rates = mixed_batch
+    assert [p.shape for p in batch_probs] == [
+        (2, 10),
+        (2, 32),
+        (2, 87),
+    ]  # ceil(3/0.3125), 32, ceil(27/0.3125)
+    for p, w, sr in zip(batch_probs, waves, rates, strict=True):
+        np.testing.assert_allclose(p, model.frame_probabilities(w, sr, TEXTS), rtol=1e-5, atol=1e-5)
+    emb = model.frame_embeddings_batch(waves[:2], rates[:2])
+    assert [e.shape for e in emb] == [(10, 512), (32, 512)]
+    for e, w, sr in zip(emb, waves, rates[:2], strict=False):
+        np.testing.assert_allclose(e, model.frame_embeddings(w, sr), rtol=1e-5, atol=1e-5)
+    clips = model.embed_audio_batch(waves[1::-1], rates[1::-1])
+    assert clips.shape == (2, 512)
+    np.testing.assert_allclose(clips[0], model.embed_audio(waves[1], rates[1]), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(clips[1], model.embed_audio(waves[0], rates[0]), rtol=1e-5, atol=1e-5)
+
+
+def test_batch_empty_and_bad_inputs(model, wave):
+    ok = wave[:SR]
+    assert model.frame_probabilities_batch([], SR, TEXTS) == []
+    assert model.frame_embeddings_batch([], []) == []
+    assert model.embed_audio_batch([], SR).shape == (0, 512)
+    cases = [
+        (([ok, np.zeros(0, np.float32)], SR, TEXTS), r"waves\[1\]: wave is empty"),
+        (([ok, ok, np.full(SR, np.nan, np.float32)], SR, TEXTS), r"waves\[2\]: wave contains NaN"),
+        (([np.zeros((2, 2, SR), np.float32)], SR, TEXTS), r"waves\[0\]: wave must be 1-D"),
+        (([ok, ok], [SR], TEXTS), "2 waves"),
+        (([ok], [SR, SR], TEXTS), "1 waves"),
+        (([ok], [0], TEXTS), r"waves\[0\]: sample_rate"),
+        ((ok, SR, TEXTS), "list of"),
+        (([ok], SR, "dog"), "texts"),
+        (([ok], SR, []), "texts"),
+        (([ok], SR, ["dog", 3]), r"texts\[1\]"),
+    ]
+    for args, match in cases:
+        with pytest.raises(ValueError, match=match):
+            model.frame_probabilities_batch(*args)
+    with pytest.raises(ValueError, match="odd"):
+        model.frame_probabilities_batch([ok], SR, TEXTS, median_filter=2)
+
+
+class _ShapeRecorder(torch.nn.Module):
+    """Runs the real audio branch and records the batch shapes it is called with."""
+
+    def __init__(self, branch):
+        super().__init__()
+        self.branch, self.shapes = branch, []
+
+    def forward(self, x):
+        self.shapes.append(tuple(x.shape))
+        return self.branch(x)
+
+
+def test_compiled_path_pads_every_chunk_to_the_batch_size(model, mixed_batch, batch_probs):
+    waves, rates = mixed_batch
+    keys = set(model.state_dict())
+    model.compile()  # lazy: nothing is compiled until a call
+    assert model.inference_audio_branch is not model.audio_branch and set(model.state_dict()) == keys
+    rec = _ShapeRecorder(model.audio_branch)
+    object.__setattr__(
+        model, "_compiled_audio", rec
+    )  # same padding path as the compiled branch, eager inside
+    try:
+        model.inference_batch_size = 4
+        got = model.frame_probabilities_batch(waves, rates, TEXTS, median_filter=3)
+    finally:
+        model.inference_batch_size = 3
+        object.__setattr__(model, "_compiled_audio", None)
+    assert rec.shapes == [(4, 480000), (4, 480000)]  # 7 windows → 4 + (3 + 1 padding)
+    for a, b in zip(got, batch_probs, strict=True):
+        np.testing.assert_allclose(a, median_filter_frames(b, 3), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_torch_compile_on_cpu_matches_eager(model, mixed_batch, batch_probs):
+    waves, rates = mixed_batch
+    model.compile()
+    try:
+        got = model.frame_probabilities_batch(waves, rates, TEXTS)
+    finally:
+        object.__setattr__(model, "_compiled_audio", None)
+    for a, b in zip(got, batch_probs, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +57,8 @@ class FLAM(nn.Module):
         self.inference_batch_size = 16  # windows per forward in the inference helpers
         self.inference_hop_frames = 16  # window hop in output frames (16 = 5 s); see model.inference
         self.autocast_dtype: torch.dtype | None = None  # e.g. torch.bfloat16 for CUDA inference
+        # set by .compile(); stored around nn.Module so it is no submodule (no extra state_dict keys)
+        object.__setattr__(self, "_compiled_audio", None)
 
     # ---------------------------------------------------------------- construction / checkpoints
     @classmethod
@@ -133,6 +136,22 @@ class FLAM(nn.Module):
         return FLAMOutput(frames, clip, t.embeds, t.alpha, t.beta, self.logit_scale)
 
     # ---------------------------------------------------------------- inference API (any length / rate)
+    def compile(self, mode: str | None = None) -> FLAM:  # type: ignore[override]
+        """Opt in to torch.compile of the audio branch used by the inference helpers (dynamic=False).
+
+        Every inference chunk is then padded to `inference_batch_size` windows so the compiled graph sees one
+        shape (the padding outputs are dropped): set the batch size before calling, and expect the first call to
+        pay the compilation. Training (`forward`) stays eager. Returns self.
+        """
+        compiled = torch.compile(self.audio_branch, mode=mode, dynamic=False)
+        object.__setattr__(self, "_compiled_audio", compiled)
+        return self
+
+    @property
+    def inference_audio_branch(self) -> nn.Module:
+        """The audio branch the inference helpers run: the compiled one after `.compile()`, else the eager one."""
+        return self._compiled_audio if self._compiled_audio is not None else self.audio_branch
+
     def frame_times(self, n_frames: int) -> np.ndarray:
         """Start time (s) of each output frame (0.3125 s grid)."""
         from model.inference import frame_times
@@ -163,6 +182,28 @@ class FLAM(nn.Module):
         from model.inference import frame_probabilities
 
         return frame_probabilities(self, wave, sample_rate, texts, method, median_filter)
+
+    def frame_embeddings_batch(
+        self, waves: Sequence[Any], sample_rate: int | Sequence[int]
+    ) -> list[np.ndarray]:
+        """Per input [n_frames_i, D] frame embeddings; all windows of all inputs batched together."""
+        from model.inference import frame_embeddings_batch
+
+        return frame_embeddings_batch(self, waves, sample_rate)
+
+    def embed_audio_batch(self, waves: Sequence[Any], sample_rate: int | Sequence[int]) -> np.ndarray:
+        """[B, D] clip embeddings of a list of inputs (any lengths / rates / channels)."""
+        from model.inference import embed_audio_batch
+
+        return embed_audio_batch(self, waves, sample_rate)
+
+    def frame_probabilities_batch(self, waves: Sequence[Any], sample_rate: int | Sequence[int], texts: list[str],
+                                  method: str = "approximate", median_filter: int = 1) -> list[np.ndarray]:  # fmt: skip
+        """Per input [n_texts, n_frames_i] probabilities (Eq. 8): one text pass, all windows batched in chunks of
+        `inference_batch_size`, same windowing/stitching as `frame_probabilities` (which calls this)."""
+        from model.inference import frame_probabilities_batch
+
+        return frame_probabilities_batch(self, waves, sample_rate, texts, method, median_filter)
 
     def detect(self, wave: Any, sample_rate: int, texts: list[str], threshold: float = 0.5,
                method: str = "approximate", median_filter: int = 3) -> list[list[tuple[float, float]]]:  # fmt: skip

@@ -7,13 +7,19 @@ where it is most central: local frames [m, m+h) of every window, m = (32−h)/2 
 [0, m) of the first window and [m+h, 32) of the last. h = 24 costs 1.33× instead of 2× the audio length with
 8 frames (2.5 s) of context kept on each side instead of 8–24. The stitched grid has frame
 k ↔ [k, k+1)·0.3125 s and is cut to ceil(samples / 15000) frames. A 10-s input is exactly one window, so the
-result equals the plain 10-s forward. Windows are a strided view (no copy) run in batches; text embeddings are
-computed once per call.
+result equals the plain 10-s forward.
+
+Batching: the `*_batch` functions take a list of inputs (any lengths, rates, channels). All windows of all inputs
+are cut as above, concatenated and run through the audio branch in chunks of `model.inference_batch_size`
+(one copy per input into the chunk, no per-window Python), stitched back per input with one gather on the
+frame grid; the text side runs once per call and the probabilities are one float32 matmul + sigmoid on the
+device. The single-file functions are the batch functions called with one input.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,8 +32,10 @@ if TYPE_CHECKING:
     from model.flam import FLAM
 
 
-def prepare_waveform(wave: Any, sample_rate: int, target_sr: int = 48000) -> torch.Tensor:
-    """1-D or [channels, samples] array/tensor at `sample_rate` → mono float32 tensor at `target_sr`."""
+def prepare_waveform(wave: Any, sample_rate: int, target_sr: int = 48000, check_finite: bool = True) -> torch.Tensor:  # fmt: skip
+    """1-D or [channels, samples] array/tensor at `sample_rate` → mono float32 tensor at `target_sr`.
+
+    `check_finite=False` leaves the NaN/Inf check to the caller (the CUDA batch path checks on the device)."""
     x = wave.detach().cpu().numpy() if isinstance(wave, torch.Tensor) else np.asarray(wave)
     if x.ndim == 2:
         if x.shape[0] > 16 and x.shape[1] <= 16:
@@ -44,7 +52,7 @@ def prepare_waveform(wave: Any, sample_rate: int, target_sr: int = 48000) -> tor
     if not isinstance(sample_rate, int | np.integer) or sample_rate <= 0:
         raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
     x = x.astype(np.float32, copy=False)
-    if not np.isfinite(x).all():
+    if check_finite and not np.isfinite(np.dot(x, x)) and not np.isfinite(x).all():  # dot: fast path
         raise ValueError("wave contains NaN or Inf")
     if sample_rate != target_sr:
         import soxr
@@ -99,20 +107,131 @@ def _autocast(model: FLAM) -> torch.autocast:
     return torch.autocast(model.device.type, dtype=dt or torch.bfloat16, enabled=dt is not None)
 
 
+def prepare_waveforms(waves: Sequence[Any], sample_rate: int | Sequence[int], target_sr: int = 48000,
+                      check_finite: bool = True) -> list[torch.Tensor]:  # fmt: skip
+    """Each input → mono float32 at `target_sr`; errors name the failing input's index."""
+    if isinstance(waves, np.ndarray | torch.Tensor) or not isinstance(waves, Sequence):
+        raise ValueError("waves must be a list of 1-D or channels × samples arrays (one per file)")
+    if isinstance(sample_rate, Sequence):
+        if len(sample_rate) != len(waves):
+            raise ValueError(f"got {len(sample_rate)} sample rates for {len(waves)} waves")
+        rates = list(sample_rate)
+    else:
+        rates = [sample_rate] * len(waves)
+    out = []
+    for i, (w, sr) in enumerate(zip(waves, rates, strict=True)):
+        try:
+            out.append(prepare_waveform(w, sr, target_sr, check_finite))
+        except ValueError as e:
+            raise ValueError(f"waves[{i}]: {e}") from None
+    return out
+
+
+def _window_plan(signals: list[torch.Tensor], cfg: FLAMConfig, hop: int):  # noqa: ANN202
+    """Window views per input, first-window offsets, frame counts and the stitch gather index (numpy int64)."""
+    views = [make_windows(x, cfg, hop) for x in signals]
+    n_win = np.array([v.shape[0] for v in views], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(n_win)])
+    counts = np.array([n_output_frames(x.shape[0], cfg) for x in signals], dtype=np.int64)
+    length = cfg.audio.n_frames
+    m = (length - hop) // 2
+    # output frame k of input i comes from window j = clip((k − m) // h, 0, J−1), local frame k − h·j
+    owner = np.repeat(np.arange(len(signals)), counts)
+    k = np.arange(int(counts.sum())) - np.repeat(np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+    j = np.clip((k - m) // hop, 0, n_win[owner] - 1)
+    index = (offsets[owner] + j) * length + (k - hop * j)
+    return views, offsets, counts, index
+
+
+def _fill(buf: torch.Tensor, views: list[torch.Tensor], offsets: np.ndarray, a: int, b: int) -> None:
+    """Copy global windows [a, b) into buf[: b − a] — one copy per input, none per window."""
+    i = int(np.searchsorted(offsets, a, side="right")) - 1
+    while i < len(views) and offsets[i] < b:
+        lo, hi = max(a, int(offsets[i])), min(b, int(offsets[i + 1]))
+        buf[lo - a : hi - a].copy_(views[i][lo - offsets[i] : hi - offsets[i]])
+        i += 1
+
+
+def _window_features(model: FLAM, views: list[torch.Tensor], offsets: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    """All windows through the audio branch in chunks of `inference_batch_size` → [J, L, C] float32 on device,
+    and on CUDA a [J] mask of windows holding NaN/Inf (checked on the device instead of on the host).
+
+    With `model.compile()` every chunk is padded to `inference_batch_size` (one compiled shape; the padding
+    outputs are dropped). On CUDA, chunks are staged in two pinned host buffers and copied on a side stream so
+    the host fill and the transfer of chunk c+1 overlap the forward of chunk c.
+    """
+    total = int(offsets[-1])
+    bs = max(1, int(model.inference_batch_size))
+    audio = model.inference_audio_branch
+    pad = audio is not model.audio_branch
+    win = model.config.frontend.clip_samples
+    dev = model.device
+    cuda = dev.type == "cuda"
+    chunks = [(a, min(a + bs, total)) for a in range(0, total, bs)]
+    n_slots = min(2, len(chunks))
+    rows = bs if (pad or len(chunks) > 1) else total
+    host = [torch.empty(rows, win, pin_memory=cuda) for _ in range(n_slots)]
+    if not cuda:
+        outs = []
+        for a, b in chunks:
+            _fill(host[0], views, offsets, a, b)
+            if pad:
+                host[0][b - a :].zero_()
+            x = host[0] if pad else host[0][: b - a]
+            with _autocast(model):
+                outs.append(audio(x)[: b - a].float())
+        return torch.cat(outs), None
+    main, side = torch.cuda.current_stream(dev), torch.cuda.Stream(dev)
+    devbuf = [torch.empty(rows, win, device=dev) for _ in range(n_slots)]
+    side.wait_stream(main)  # the new device buffers may still be read by earlier work on main
+    done: list[torch.cuda.Event | None] = [None] * n_slots
+    outs, bad = [], []
+    for c, (a, b) in enumerate(chunks):
+        s = c % n_slots
+        if done[s] is not None:
+            done[s].synchronize()  # host[s] and devbuf[s] are free again
+        _fill(host[s], views, offsets, a, b)
+        with torch.cuda.stream(side):
+            devbuf[s][: b - a].copy_(host[s][: b - a], non_blocking=True)
+            if pad and b - a < rows:
+                devbuf[s][b - a :].zero_()
+        main.wait_stream(side)
+        x = devbuf[s] if pad else devbuf[s][: b - a]
+        bad.append(~torch.isfinite(x[: b - a]).all(1))
+        with _autocast(model):
+            outs.append(audio(x)[: b - a].float())
+        done[s] = torch.cuda.Event()
+        done[s].record(main)
+    return torch.cat(outs), torch.cat(bad)
+
+
+@torch.inference_mode()
+def stitched_features(model: FLAM, signals: list[torch.Tensor]) -> tuple[torch.Tensor, np.ndarray]:
+    """Mono 48-kHz signals → stitched pre-projection frames of all inputs [Σ n_frames, C] (float32, on the model
+    device) and the frame count of each input."""
+    cfg = model.config
+    hop = model.inference_hop_frames
+    check_hop_frames(hop, cfg)
+    if not signals:
+        return torch.empty(0, cfg.audio.out_dim, device=model.device), np.zeros(0, dtype=np.int64)
+    views, offsets, counts, index = _window_plan(signals, cfg, hop)
+    feats, bad = _window_features(model, views, offsets)
+    if bad is not None and bool(bad.any()):
+        first = int(np.searchsorted(offsets, int(bad.nonzero()[0, 0]), side="right")) - 1
+        raise ValueError(f"waves[{first}]: wave contains NaN or Inf")
+    flat = feats.reshape(-1, feats.shape[-1])
+    return flat.index_select(0, torch.from_numpy(index).to(flat.device)), counts
+
+
+def _signals(model: FLAM, waves: Sequence[Any], sample_rate: int | Sequence[int]) -> list[torch.Tensor]:
+    sr = model.config.frontend.sample_rate
+    return prepare_waveforms(waves, sample_rate, sr, check_finite=model.device.type != "cuda")
+
+
 @torch.inference_mode()
 def frame_features(model: FLAM, wave: Any, sample_rate: int) -> torch.Tensor:
     """Stitched pre-projection frame features [n_frames, C] (float32) for audio of any length."""
-    cfg = model.config
-    x = prepare_waveform(wave, sample_rate, cfg.frontend.sample_rate)
-    n_frames = n_output_frames(x.shape[0], cfg)
-    hop = model.inference_hop_frames
-    windows = make_windows(x, cfg, hop)
-    bs = max(1, model.inference_batch_size)
-    outs = []
-    with _autocast(model):
-        for i in range(0, windows.shape[0], bs):
-            outs.append(model.audio_features(windows[i : i + bs].to(model.device)).float())
-    return stitch_frames(torch.cat(outs), hop)[:n_frames]
+    return stitched_features(model, _signals(model, [wave], sample_rate))[0]
 
 
 @torch.inference_mode()
@@ -121,19 +240,50 @@ def _project_frames(model: FLAM, feats: torch.Tensor) -> torch.Tensor:
         return l2_normalize(model.audio_projection(feats).float())
 
 
+def _split(x: np.ndarray, counts: np.ndarray, axis: int) -> list[np.ndarray]:
+    return np.split(x, np.cumsum(counts)[:-1], axis=axis) if counts.size else []
+
+
+def frame_embeddings_batch(model: FLAM, waves: Sequence[Any], sample_rate: int | Sequence[int]) -> list[np.ndarray]:  # fmt: skip
+    """[n_frames_i, D] L2-normalised frame embeddings per input."""
+    signals = _signals(model, waves, sample_rate)
+    feats, counts = stitched_features(model, signals)
+    return _split(_project_frames(model, feats).cpu().numpy(), counts, 0)
+
+
 def frame_embeddings(model: FLAM, wave: Any, sample_rate: int) -> np.ndarray:
-    return _project_frames(model, frame_features(model, wave, sample_rate)).cpu().numpy()
+    return frame_embeddings_batch(model, [wave], sample_rate)[0]
+
+
+@torch.inference_mode()
+def embed_audio_batch(model: FLAM, waves: Sequence[Any], sample_rate: int | Sequence[int]) -> np.ndarray:
+    """[B, D]: normalize(proj(mean of the stitched pre-projection frames)) per input (OpenFLAM's global
+    embedding on 10-s input)."""
+    signals = _signals(model, waves, sample_rate)
+    feats, counts = stitched_features(model, signals)
+    owner = torch.from_numpy(np.repeat(np.arange(len(counts)), counts)).to(feats.device)
+    sums = torch.zeros(len(counts), feats.shape[-1], device=feats.device).index_add_(0, owner, feats)
+    means = sums / torch.from_numpy(counts).to(feats.device, torch.float32)[:, None]
+    return _project_frames(model, means).cpu().numpy()
 
 
 def embed_audio(model: FLAM, wave: Any, sample_rate: int) -> np.ndarray:
     """normalize(proj(mean of the stitched pre-projection frames)) — OpenFLAM's global embedding on 10-s input."""
-    feats = frame_features(model, wave, sample_rate)
-    return _project_frames(model, feats.mean(0, keepdim=True))[0].cpu().numpy()
+    return embed_audio_batch(model, [wave], sample_rate)[0]
+
+
+def _check_texts(texts: Any) -> list[str]:
+    if isinstance(texts, str) or not isinstance(texts, Sequence) or not texts:
+        raise ValueError(f"texts must be a non-empty list of strings, got {texts!r:.80}")
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        raise ValueError(f"texts[{bad[0]}] is not a string: {texts[bad[0]]!r:.80}")
+    return list(texts)
 
 
 @torch.inference_mode()
 def _text(model: FLAM, texts: list[str]):  # noqa: ANN202
-    enc = model.tokenize(texts)
+    enc = model.tokenize(_check_texts(texts))
     with _autocast(model):
         t = model.encode_text(enc["input_ids"], enc["attention_mask"])
     return t.embeds.float(), t.alpha.float(), t.beta.float()
@@ -155,15 +305,29 @@ def median_filter_frames(probs: np.ndarray, size: int) -> np.ndarray:
 
 
 @torch.inference_mode()
+def frame_probabilities_batch(model: FLAM, waves: Sequence[Any], sample_rate: int | Sequence[int], texts: list[str],
+                              method: str = "approximate", median_filter: int = 1) -> list[np.ndarray]:  # fmt: skip
+    """[n_texts, n_frames_i] frame probabilities (Eq. 8) per input: one text pass, all windows batched, one
+    similarity matmul in float32 on the device, one transfer back."""
+    if method not in ("approximate", "unbiased"):
+        raise ValueError(f"method must be 'approximate' or 'unbiased', got {method!r}")
+    if median_filter > 1 and median_filter % 2 == 0:
+        raise ValueError(f"median filter size must be odd, got {median_filter}")
+    texts = _check_texts(texts)
+    signals = _signals(model, waves, sample_rate)
+    if not signals:
+        return []
+    emb, alpha, beta = _text(model, texts)
+    feats, counts = stitched_features(model, signals)
+    frames = _project_frames(model, feats)
+    probs = frame_probability(frame_similarity(frames, emb), alpha, beta, method).cpu().numpy()
+    return [median_filter_frames(p, median_filter) for p in _split(probs, counts, 1)]
+
+
 def frame_probabilities(model: FLAM, wave: Any, sample_rate: int, texts: list[str], method: str = "approximate",
                         median_filter: int = 1) -> np.ndarray:  # fmt: skip
     """[n_texts, n_frames] frame probabilities (Eq. 8), optional median filter."""
-    if method not in ("approximate", "unbiased"):
-        raise ValueError(f"method must be 'approximate' or 'unbiased', got {method!r}")
-    emb, alpha, beta = _text(model, texts)
-    frames = _project_frames(model, frame_features(model, wave, sample_rate))
-    probs = frame_probability(frame_similarity(frames, emb), alpha, beta, method).cpu().numpy()
-    return median_filter_frames(probs, median_filter)
+    return frame_probabilities_batch(model, [wave], sample_rate, texts, method, median_filter)[0]
 
 
 def segments_from_probabilities(probs: np.ndarray, threshold: float, hop_s: float,

@@ -1,4 +1,4 @@
-"""Throughput of the caption client against the local chat-completions server (captioning.fake_server).
+"""Throughput of the caption client against the local scripted server (captioning.testing.fake_server).
 
     uv run --no-sync python benchmarks/caption_client.py                       # default grid
     uv run --no-sync python benchmarks/caption_client.py --files 400 --concurrency 1 8 32 --latency-s 0 0.05
@@ -27,7 +27,7 @@ from captioning.prompt import CaptionInput
 
 def start_server(latency_s: float) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "captioning.fake_server", "--latency-s", str(latency_s)],
+        [sys.executable, "-m", "captioning.testing.fake_server", "--latency-s", str(latency_s)],
         stdout=subprocess.PIPE,
         text=True,
     )

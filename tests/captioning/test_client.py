@@ -1,4 +1,4 @@
-"""CaptionClient and LLMCaptioner against a real HTTP server on 127.0.0.1 (captioning.fake_server)."""
+"""CaptionClient and LLMCaptioner against a real HTTP server on 127.0.0.1 (captioning.testing)."""
 
 import asyncio
 import logging
@@ -9,8 +9,8 @@ import pytest
 from captioning.cache import CaptionCache
 from captioning.captioner import LLMCaptioner, TemplateCaptioner, format_summary
 from captioning.client import CaptionClient, ClientConfig, LLMConfigError, backoff_delay
-from captioning.fake_server import FakeChatServer
 from captioning.prompt import PROMPT_VERSION, CaptionInput
+from captioning.testing.fake_server import FakeChatServer
 from captioning.validate import caption_problem
 
 

@@ -1,6 +1,6 @@
 """pipelines/caption.py end to end on --runner=FnApiRunner over 30 files of the shared dev corpus.
 
-The LLM is captioning.fake_server (a real HTTP server on 127.0.0.1) started by the tests.
+The LLM is captioning.testing.fake_server (a real HTTP server on 127.0.0.1) started by the tests.
 """
 
 import csv
@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from captioning.fake_server import FakeChatServer
 from captioning.prompt import PROMPT_VERSION
+from captioning.testing.fake_server import FakeChatServer
 from captioning.validate import caption_problem
 from synth.manifest import read_manifest
 

@@ -1,4 +1,4 @@
-"""A scripted OpenAI-compatible chat-completions server on 127.0.0.1 (tests and the benchmark).
+"""A scripted OpenAI-compatible chat-completions server on 127.0.0.1 — a TEST HARNESS (tests, benchmark).
 
 Speaks the subset the client uses: POST /v1/chat/completions (and GET /v1/models). Each request is answered
 according to a behaviour: "ok" (valid captions made from the request's data block), "slow" (ok after

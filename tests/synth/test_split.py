@@ -1,4 +1,4 @@
-"""synth.split: deterministic hash-rank held-out split, per kind, counts or fractions."""
+"""synth.split: deterministic held-out split per kind: per-id threshold (fractions) or hash rank (counts)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,15 @@ import random
 
 import pytest
 
-from synth.split import SplitConfig, assign_splits, heldout_count, heldout_ids, split_counts, split_key
+from synth.split import (
+    SplitConfig,
+    assign_splits,
+    hash_unit,
+    heldout_count,
+    heldout_ids,
+    split_counts,
+    split_key,
+)
 
 
 def make_rows(n_events=200, n_backgrounds=30, n_none=5):
@@ -29,12 +37,25 @@ def test_deterministic_and_order_independent():
     assert split_key("x/y") == split_key("x/y") != split_key("x/y", salt="other")
 
 
-def test_fraction_counts_per_kind():
+def test_fraction_is_a_per_id_threshold():
     rows = assign_splits(make_rows(), SplitConfig(heldout_events=0.1, heldout_backgrounds=0.2))
+    for r in rows:
+        frac = {"event": 0.1, "background": 0.2, "none": 0}[r["kind"]]
+        assert (r["split"] == "heldout") == (hash_unit(r["id"]) < frac), r
     counts = split_counts(rows)
-    assert counts["event"] == {"train": 180, "heldout": 20}
-    assert counts["background"] == {"train": 24, "heldout": 6}
+    assert 10 <= counts["event"]["heldout"] <= 30 and 1 <= counts["background"]["heldout"] <= 12
     assert counts["none"] == {"train": 5, "heldout": 0}
+
+
+def test_adding_files_never_moves_existing_files_in_fraction_mode():
+    cfg = SplitConfig(heldout_events=0.1, heldout_backgrounds=0.3)
+    small = splits_of(assign_splits(make_rows(200, 30), cfg))
+    for n_events, n_bgs in ((201, 30), (260, 31), (1000, 90)):
+        big = splits_of(assign_splits(make_rows(n_events, n_bgs), cfg))
+        assert {k: big[k] for k in small} == small
+    # removing files does not move the others either
+    fewer = splits_of(assign_splits(make_rows(120, 20), cfg))
+    assert fewer == {k: small[k] for k in fewer}
 
 
 def test_integer_counts_like_the_paper():
@@ -56,8 +77,8 @@ def test_at_least_one_heldout_per_kind():
     assert heldout_count(10, 0) == 0 and heldout_count(10, 0.0) == 0
 
 
-def test_growing_the_corpus_moves_few_files():
-    """A file's rank key never changes: adding files only shifts the cut, not the whole split."""
+def test_count_mode_moves_few_files_when_the_corpus_grows():
+    """Count mode ranks by hash: stable for a fixed corpus; growing it only shifts the cut."""
     small = splits_of(assign_splits(make_rows(200, 30), SplitConfig(heldout_events=20)))
     big = splits_of(assign_splits(make_rows(220, 30), SplitConfig(heldout_events=20)))
     held_small = {k for k, v in small.items() if v == "heldout" and k.startswith("ev/")}
@@ -65,9 +86,17 @@ def test_growing_the_corpus_moves_few_files():
     assert len(held_small & held_big) >= 15
 
 
+def test_tiny_kind_fallbacks_take_the_extreme_hashes():
+    ids = ["a", "b"]
+    ranked = sorted(ids, key=lambda i: (split_key(i), i))
+    assert heldout_ids(ids, 1e-9) == {ranked[0]}  # threshold picks none: smallest hash held out
+    assert heldout_ids(ids, 0.999999) == {ranked[0]}  # picks all: largest hash stays in train
+    assert heldout_ids(["a"], 0.5) <= {"a"} and heldout_ids(ids, 0.0) == set()
+
+
 def test_heldout_ids_disjoint_and_rank_based():
     ids = [f"f{i}" for i in range(50)]
-    held = heldout_ids(ids, 7)
+    held = heldout_ids(ids, 7)  # count mode: hash rank
     ranked = sorted(ids, key=lambda i: (split_key(i), i))
     assert held == set(ranked[:7])
     with pytest.raises(ValueError, match="distinct"):

@@ -1,18 +1,22 @@
 """Deterministic train/held-out split of the source files, per kind (paper §4.2).
 
 The paper holds out 5k backgrounds and 10k events so that held-out mixtures are built only from held-out
-sources. Here every kind (event, background, none) is split on its own: files are ranked by
-``sha256(salt + "\\0" + id)`` (ties broken by id) and the first ``k`` of the ranking are held out.
+sources. Here every kind (event, background, none) is split on its own, from ``split_key(id)`` =
+``sha256(salt + "\\0" + id)``. The configured amount is an ``int`` count or a ``float`` fraction in [0, 1):
 
-``k`` comes from the config: an ``int`` is a count, a ``float`` in [0, 1) a fraction (rounded to nearest).
-When something is asked for (k > 0 requested) and the kind has >= 2 files, ``k`` is clamped to
-``[1, n - 1]`` so each kind keeps at least one held-out and one training file. The defaults are fractions
-(10 % of events and backgrounds) because the paper's counts would hold out everything in a small corpus;
-pass ``heldout_events=10_000, heldout_backgrounds=5_000`` to reproduce the paper on a full-size corpus.
+- **fraction** (the default, 10 % of events and backgrounds): a per-id threshold. A file is held out when
+  its hash, read as a number in [0, 1) (:func:`hash_unit`), is below the fraction. A file's split then
+  depends only on its id, the salt and the fraction: adding or removing other files never moves it.
+  Small-corpus guarantee: when the kind has >= 2 files and the threshold picks none, the file with the
+  smallest hash is held out; when it picks all, the one with the largest hash stays in train. Only these
+  two fallbacks depend on the other files (they apply to tiny kinds, where "10 %" is < 1 file).
+- **count** (``heldout_events=10_000, heldout_backgrounds=5_000`` reproduces the paper on a full-size
+  corpus): the ``k`` smallest hashes (ties broken by id), ``k`` clamped to ``[1, n - 1]`` when the kind
+  has >= 2 files. A count is stable only for a fixed corpus: adding files with smaller hashes pushes
+  existing files across the cut.
 
-Properties: the split of a file depends only on ids (not on file order, paths, or machine); a file's
-hash key never changes, so growing a corpus only moves files near the cut; changing ``salt`` gives an
-independent split.
+Either way the split of a file never depends on file order, paths or the machine, and another ``salt``
+gives an independent split.
 """
 
 from __future__ import annotations
@@ -54,24 +58,37 @@ class SplitConfig:
 
 
 def split_key(file_id: str, salt: str = SplitConfig.salt) -> str:
-    """The hash rank key of a file id (hex sha256 of ``salt + NUL + id``)."""
+    """The hash key of a file id (hex sha256 of ``salt + NUL + id``)."""
     return hashlib.sha256(f"{salt}\0{file_id}".encode()).hexdigest()
 
 
-def heldout_count(n: int, requested: float | int) -> int:
-    """Number held out of ``n`` files for a count or fraction (>= 1 and <= n - 1 when asked and n >= 2)."""
-    k = min(int(requested), n) if isinstance(requested, int) else int(round(requested * n))
+def hash_unit(file_id: str, salt: str = SplitConfig.salt) -> float:
+    """The file's hash as a number in [0, 1): the first 64 bits of :func:`split_key` / 2**64."""
+    return int(split_key(file_id, salt)[:16], 16) / 2.0**64
+
+
+def heldout_count(n: int, requested: int) -> int:
+    """Count mode: number held out of ``n`` files (>= 1 and <= n - 1 when asked for and n >= 2)."""
+    k = min(int(requested), n)
     if requested > 0 and n >= 2:
         k = max(1, min(k, n - 1))
-    return max(0, min(k, n))
+    return max(0, k)
 
 
 def heldout_ids(ids: Sequence[str], requested: float | int, salt: str = SplitConfig.salt) -> set[str]:
-    """The held-out subset of ``ids`` (distinct ids) by hash rank."""
+    """The held-out subset of ``ids`` (distinct ids): per-id threshold for a fraction, hash rank for a count."""
     if len(set(ids)) != len(ids):
         raise ValueError("heldout_ids: ids must be distinct")
     ranked = sorted(ids, key=lambda i: (split_key(i, salt), i))
-    return set(ranked[: heldout_count(len(ranked), requested)])
+    if isinstance(requested, int):
+        return set(ranked[: heldout_count(len(ranked), requested)])
+    held = {i for i in ids if hash_unit(i, salt) < requested}
+    if requested > 0 and len(ranked) >= 2:
+        if not held:  # tiny kind: the threshold picked none; hold out the smallest hash
+            held = {ranked[0]}
+        elif len(held) == len(ranked):  # ... or all; keep the largest hash in train
+            held.discard(ranked[-1])
+    return held
 
 
 def assign_splits(

@@ -54,6 +54,7 @@ def _default_cache(out: str) -> str:
 def parse_args(argv: Sequence[str] | None = None) -> CaptionJob:
     from captioning.beam_fns import CaptionSettings
     from captioning.client import API_KEY_ENV_VARS, STRUCTURED_MODES, ClientConfig
+    from captioning.prompt import SYSTEM_PROMPT_LAYOUTS, PromptConfig
 
     d = ClientConfig()
     p = argparse.ArgumentParser(
@@ -90,6 +91,13 @@ def parse_args(argv: Sequence[str] | None = None) -> CaptionJob:
         choices=STRUCTURED_MODES,
         default=d.structured_output,
         help="how JSON output is requested (vLLM: response_format json_schema or guided_json)",
+    )
+    p.add_argument(
+        "--system-prompt",
+        choices=SYSTEM_PROMPT_LAYOUTS,
+        default=PromptConfig().system_prompt,
+        help="merged (default): instructions at the top of the single user turn (Mixtral's chat template "
+        "rejects a system role); system: a system message, for chat templates that accept one",
     )
     p.add_argument(
         "--api-key-env",
@@ -129,6 +137,7 @@ def parse_args(argv: Sequence[str] | None = None) -> CaptionJob:
         max_attempts=args.max_attempts,
         temperature=args.temperature,
         structured_output=args.structured_output,
+        prompt=PromptConfig(system_prompt=args.system_prompt),
     )
     cache = None if args.no_cache else (args.cache or _default_cache(args.out))
     settings = CaptionSettings(

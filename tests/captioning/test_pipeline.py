@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from captioning.prompt import PROMPT_VERSION
+from captioning.prompt import prompt_version
 from captioning.testing.fake_server import FakeChatServer
 from captioning.validate import caption_problem
 from synth.manifest import read_manifest
@@ -121,7 +121,8 @@ def test_llm_pipeline_counts_cache_and_secret(caption_cli, dev_corpus, tmp_path,
     script[names[4]] = ["invalid"] * 4
     monkeypatch.setenv("FLAM_LLM_API_KEY", SECRET)
     out = tmp_path / "out" / "manifest.parquet"
-    with FakeChatServer(script=script, latency_s=0.02) as srv:
+    # the server rejects system messages like Mixtral's chat template: the default (merged) layout works
+    with FakeChatServer(script=script, latency_s=0.02, reject_system_role=True) as srv:
         args = ["--corpus", str(dev_corpus), "--metadata", str(meta), "--out", str(out), "--captioner", "vllm",
                 "--endpoint", srv.base_url, "--model", "test-model", "--captions-per-file", "4",
                 "--max-concurrency", "3", "--max-attempts", "4"]  # fmt: skip
@@ -137,7 +138,7 @@ def test_llm_pipeline_counts_cache_and_secret(caption_cli, dev_corpus, tmp_path,
         table = {r["filename"]: r for r in read_manifest(out).to_pylist()}
         assert table[names[4]]["caption_source"] == "fallback" and table[names[4]]["captions"]
         for name, r in table.items():
-            assert r["prompt_version"] == PROMPT_VERSION and r["caption_model"] == "test-model"
+            assert r["prompt_version"] == prompt_version() and r["caption_model"] == "test-model"
             if name != names[4]:
                 assert r["caption_source"] == "llm" and len(r["captions"]) == 4
 
@@ -155,6 +156,18 @@ def test_llm_pipeline_counts_cache_and_secret(caption_cli, dev_corpus, tmp_path,
     for p in out.parent.rglob("*"):
         if p.is_file():
             assert SECRET.encode() not in p.read_bytes(), p
+
+
+def test_system_layout_rejected_by_template_stops_with_flag_hint(caption_cli, dev_corpus, tmp_path, capfd):
+    meta, _ = _subset(dev_corpus, tmp_path, 8)
+    out = tmp_path / "out" / "manifest.parquet"
+    with FakeChatServer(reject_system_role=True) as srv:
+        args = ["--corpus", str(dev_corpus), "--metadata", str(meta), "--out", str(out), "--captioner", "vllm",
+                "--endpoint", srv.base_url, "--model", "m", "--max-concurrency", "2", "--system-prompt", "system"]  # fmt: skip
+        assert caption_cli.main(args + BEAM) == 2
+    err = capfd.readouterr().err
+    assert "--system-prompt merged" in err and "roles must alternate" in err
+    assert 1 <= len(srv.log.requests) <= 2 and not out.exists()  # stopped at once, no fallback manifest
 
 
 def test_killed_run_resumes_without_duplicate_requests(caption_cli, dev_corpus, tmp_path, repo_root):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from captioning.cache import CaptionCache, cache_key
 from captioning.client import CaptionClient, ClientConfig, LLMOutcome
-from captioning.prompt import PROMPT_VERSION, CaptionInput
+from captioning.prompt import CaptionInput, prompt_version
 from captioning.template import TEMPLATE_VERSION, template_captions
 from captioning.validate import select_valid
 
@@ -46,6 +46,11 @@ def fallback_for(inp: CaptionInput, n: int) -> list[str]:
     caps = fallback_captions(list(inp.tags), inp.description, inp.filename, n=n)
     valid, _ = select_valid(list(caps or []), inp.filename, n)
     return valid or template_captions(inp, n)
+
+
+def request_key(cfg: ClientConfig, inp: CaptionInput) -> str:
+    """Cache key of one file's request: model, prompt version (with layout), N and the sanitised inputs."""
+    return cache_key(cfg.model, prompt_version(cfg.prompt), cfg.captions_per_file, inp, cfg.prompt)
 
 
 class TemplateCaptioner:
@@ -87,21 +92,22 @@ class LLMCaptioner:
         self.cache = cache
         self.retry_cached_failures = retry_cached_failures
         self.client = CaptionClient(cfg, api_key=api_key, seed=seed)
+        self.version = prompt_version(cfg.prompt)
         self.counts: Counter[str] = Counter()
 
     def _key(self, inp: CaptionInput) -> str:
-        return cache_key(self.cfg.model, PROMPT_VERSION, self.cfg.captions_per_file, inp, self.cfg.prompt)
+        return request_key(self.cfg, inp)
 
     def _fallback(self, inp: CaptionInput, reason: str, from_cache: bool = False) -> CaptionResult:
         self.counts["files_fallback"] += 1
         self.counts[f"fallback_reason_{reason}"] += 1
         caps = fallback_for(inp, self.cfg.captions_per_file)
-        return CaptionResult(caps, "fallback", self.cfg.model, PROMPT_VERSION, reason, from_cache)
+        return CaptionResult(caps, "fallback", self.cfg.model, self.version, reason, from_cache)
 
     def _from_cache(self, inp: CaptionInput, entry: dict) -> CaptionResult | None:
         if entry.get("status") == "ok" and entry.get("captions"):
             self.counts["files_cache"] += 1
-            return CaptionResult(list(entry["captions"]), "llm", self.cfg.model, PROMPT_VERSION, None, True)
+            return CaptionResult(list(entry["captions"]), "llm", self.cfg.model, self.version, None, True)
         if entry.get("status") == "invalid" and not self.retry_cached_failures:
             self.counts["files_cache_fallback"] += 1
             return self._fallback(inp, str(entry.get("reason") or "invalid"), from_cache=True)
@@ -116,12 +122,12 @@ class LLMCaptioner:
                         "status": "ok",
                         "captions": out.captions,
                         "model": self.cfg.model,
-                        "prompt_version": PROMPT_VERSION,
+                        "prompt_version": self.version,
                         "t": time.time(),
                     },
                 )
             self.counts["files_llm"] += 1
-            return CaptionResult(out.captions, "llm", self.cfg.model, PROMPT_VERSION)
+            return CaptionResult(out.captions, "llm", self.cfg.model, self.version)
         reason = out.reason or "unknown"
         if self.cache is not None and not out.transient:
             self.cache.put(
@@ -130,7 +136,7 @@ class LLMCaptioner:
                     "status": "invalid",
                     "reason": reason,
                     "model": self.cfg.model,
-                    "prompt_version": PROMPT_VERSION,
+                    "prompt_version": self.version,
                     "t": time.time(),
                 },
             )

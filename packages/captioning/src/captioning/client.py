@@ -3,7 +3,9 @@
 Bounded concurrency (one semaphore around each HTTP request), a per-request timeout, and our own retry loop
 (the openai client's retries are disabled so every attempt is counted here): exponential backoff with jitter
 on 429 / 5xx / timeouts / connection errors (honouring Retry-After), immediate re-asks when the answer is
-malformed or holds no valid caption. Configuration errors (401/403/404) abort: every request would fail.
+malformed or holds no valid caption. Configuration errors (401/403/404) abort: every request would fail;
+so does an HTTP 400 about the chat template / message roles before any request succeeded (e.g. Mixtral's
+template rejects a `system` message): it names the --system-prompt flag instead of falling back per file.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -22,6 +25,11 @@ from captioning.validate import ValidationConfig, select_valid
 
 API_KEY_ENV_VARS = ("FLAM_LLM_API_KEY", "OPENAI_API_KEY")
 STRUCTURED_MODES = ("response_format", "guided_json", "none")
+# What vLLM says when the chat template rejects the messages (jinja raise_exception in the template).
+_TEMPLATE_ERROR = re.compile(
+    r"chat[ _-]?template|roles? must alternate|conversation roles|system role|role[^.]{0,40}not supported",
+    re.I,
+)
 
 
 class LLMConfigError(RuntimeError):
@@ -101,6 +109,17 @@ def _retry_after_s(exc: openai.APIStatusError) -> float | None:
         return None
 
 
+def _error_text(exc: openai.APIStatusError) -> str:
+    """The server's error message (vLLM: {"error": {"message": ...}} or {"message": ...})."""
+    body = exc.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        msg = inner.get("message") if isinstance(inner, dict) else inner
+        if msg:
+            return str(msg)
+    return str(exc.message)
+
+
 class CaptionClient:
     """Ask the LLM for N captions per file; counts every request and failure in `self.counts`."""
 
@@ -116,9 +135,25 @@ class CaptionClient:
         self.counts: Counter[str] = Counter()
         self.in_flight = 0
         self.max_in_flight = 0
+        self.answered = False  # set once the endpoint answered a request with HTTP 200
+        self.fatal: str | None = None  # set by a configuration error: no further request is sent
 
     def __repr__(self) -> str:  # never show the key
         return f"CaptionClient(endpoint={redact_url(self.cfg.endpoint)!r}, model={self.cfg.model!r})"
+
+    def _template_error_message(self, exc: openai.APIStatusError) -> str:
+        layout = self.cfg.prompt.system_prompt
+        hint = (
+            "this model's chat template does not accept a system message: run with --system-prompt merged "
+            "(the default: instructions at the top of the single user turn)"
+            if layout == "system"
+            else "check the served model's chat template; --system-prompt merged|system selects the layout "
+            f"(now {layout!r})"
+        )
+        return (
+            f"endpoint {redact_url(self.cfg.endpoint)} rejected the chat messages for model {self.cfg.model!r} "
+            f"(HTTP 400: {_error_text(exc)[:200]}): {hint}"
+        )
 
     def _request_kwargs(self, n: int) -> dict:
         schema = caption_json_schema(n)
@@ -136,6 +171,8 @@ class CaptionClient:
         if self._sem is None:
             self._sem = asyncio.Semaphore(self.cfg.max_concurrency)
         async with self._sem:
+            if self.fatal is not None:  # another file hit a configuration error while this one waited
+                raise LLMConfigError(self.fatal)
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             self.counts["requests_sent"] += 1
@@ -149,6 +186,7 @@ class CaptionClient:
                 )
             finally:
                 self.in_flight -= 1
+        self.answered = True
         if not resp.choices:
             return None
         return resp.choices[0].message.content
@@ -175,10 +213,15 @@ class CaptionClient:
                 status = exc.status_code
                 if status in (401, 403, 404):
                     self.counts[f"failed_http_{status}"] += 1
-                    raise LLMConfigError(
+                    self.fatal = (
                         f"endpoint {redact_url(self.cfg.endpoint)} answered HTTP {status} for model {self.cfg.model!r}: "
                         "check --endpoint, --model and the API key variable"
-                    ) from None
+                    )
+                    raise LLMConfigError(self.fatal) from None
+                if status == 400 and not self.answered and _TEMPLATE_ERROR.search(_error_text(exc)):
+                    self.counts["failed_http_400"] += 1
+                    self.fatal = self._template_error_message(exc)
+                    raise LLMConfigError(self.fatal) from None
                 if status >= 500 or status == 408:
                     reason, transient = f"http_{status}", True
                 else:  # other 4xx: this request itself is rejected; do not hammer
@@ -204,8 +247,16 @@ class CaptionClient:
         return LLMOutcome(None, reason, transient=transient, attempts=self.cfg.max_attempts)
 
     async def caption_many(self, inputs: list[CaptionInput]) -> list[LLMOutcome]:
-        """Caption many files concurrently (the semaphore bounds requests in flight)."""
-        return list(await asyncio.gather(*(self.caption(i) for i in inputs)))
+        """Caption many files concurrently (the semaphore bounds requests in flight); on an error (e.g.
+        LLMConfigError) the remaining files are cancelled before it is re-raised."""
+        tasks = [asyncio.ensure_future(self.caption(i)) for i in inputs]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
 
     async def aclose(self) -> None:
         await self._client.close()

@@ -1,8 +1,12 @@
 """Versioned prompt construction for caption requests (paper §4.1).
 
 The file name, tags, description and source are untrusted: they are length-limited, JSON-encoded and placed
-only inside a fenced data block of the user message. The system message is a constant that no input can
-change, and it tells the model to treat the data block as data, never as instructions.
+only inside a fenced data block of the user message. The instructions are a constant that no input can
+change, and they tell the model to treat the data block as data, never as instructions.
+
+Message layout (`PromptConfig.system_prompt`): "merged" (default) sends ONE user turn with the instructions
+at its top, before the data block — Mixtral-8x7B-Instruct's chat template (paper §4.1) rejects a `system`
+role; "system" sends the instructions as a system message, for templates that support one.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ from dataclasses import dataclass, field
 
 # Bump whenever the system text, the user template or the schema changes: it is part of the cache key and
 # is written into every manifest row (prompt_version column).
-PROMPT_VERSION = "flam-caption-v1"
+PROMPT_VERSION = "flam-caption-v2"
+SYSTEM_PROMPT_LAYOUTS = ("merged", "system")
 
 SYSTEM_PROMPT = (
     "You write short captions for sound effect and audio recordings, used to train a sound event "
@@ -38,13 +43,25 @@ USER_TEMPLATE = (
 
 @dataclass(frozen=True)
 class PromptConfig:
-    """Length limits for untrusted fields (characters / counts)."""
+    """Message layout and length limits for untrusted fields (characters / counts)."""
 
+    system_prompt: str = "merged"  # merged | system (see module docstring)
     max_filename_chars: int = 120
     max_description_chars: int = 400
     max_source_chars: int = 80
     max_tags: int = 24
     max_tag_chars: int = 40
+
+    def __post_init__(self) -> None:
+        if self.system_prompt not in SYSTEM_PROMPT_LAYOUTS:
+            raise ValueError(
+                f"system_prompt must be one of {SYSTEM_PROMPT_LAYOUTS}, got {self.system_prompt!r}"
+            )
+
+
+def prompt_version(cfg: PromptConfig | None = None) -> str:
+    """The version written into manifest rows and cache keys: PROMPT_VERSION plus the message layout."""
+    return f"{PROMPT_VERSION}-{(cfg or PromptConfig()).system_prompt}"
 
 
 @dataclass(frozen=True)
@@ -98,10 +115,15 @@ def encode_data_block(data: dict) -> str:
 
 
 def build_messages(inp: CaptionInput, n: int, cfg: PromptConfig = PromptConfig()) -> list[dict]:
-    """Chat messages for one file: the fixed system prompt plus a user message holding the quoted data."""
+    """Chat messages for one file: the fixed instructions and a user turn holding the quoted data.
+
+    "merged": one user message, instructions first, then the data block; "system": a system message with the
+    instructions plus that user message."""
     if n < 1:
         raise ValueError(f"captions per file must be >= 1, got {n}")
     user = USER_TEMPLATE.format(n=n, data=encode_data_block(prompt_data(inp, cfg)))
+    if cfg.system_prompt == "merged":
+        return [{"role": "user", "content": SYSTEM_PROMPT + "\n\n" + user}]
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 

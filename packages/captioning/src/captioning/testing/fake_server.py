@@ -4,6 +4,8 @@ Speaks the subset the client uses: POST /v1/chat/completions (and GET /v1/models
 according to a behaviour: "ok" (valid captions made from the request's data block), "slow" (ok after
 `slow_s`), "429" (with Retry-After), "500"/"503"/"400"/"401"/"404" (that status), "malformed" (not JSON), "fenced" (JSON in a code fence with trailing chatter),
 "invalid" (captions that fail validation), "refusal", "hang" (sleeps past any sane timeout).
+With `reject_system_role=True` the server behaves like Mixtral-8x7B-Instruct's chat template under vLLM: any
+request holding a `system` message gets HTTP 400 "Conversation roles must alternate user/assistant/…".
 Behaviours are scripted per file name (a queue consumed one per request for that file) with a default for
 the rest. The server records every request and the maximum number of requests in flight.
 """
@@ -66,11 +68,13 @@ class FakeChatServer:
         latency_s: float = 0.0,
         hang_s: float = 30.0,
         model: str = "test-model",
+        reject_system_role: bool = False,
     ) -> None:
         self.default = default
         self.script = {k: deque(v) for k, v in (script or {}).items()}
         self.slow_s, self.latency_s, self.hang_s = slow_s, latency_s, hang_s
         self.model = model
+        self.reject_system_role = reject_system_role
         self.log = ServerLog()
         self._lock = threading.Lock()
         self._in_flight = 0
@@ -84,6 +88,9 @@ class FakeChatServer:
             return q.popleft() if q else self.default
 
     def _answer(self, body: dict, behaviour: str, data: dict) -> tuple[int, dict | str]:
+        if behaviour == "reject_system_role":  # vLLM's answer when the jinja template raises
+            msg = "Conversation roles must alternate user/assistant/user/assistant/..."
+            return 400, {"error": {"message": msg, "type": "BadRequestError", "param": None, "code": 400}}
         n = 3
         schema = (body.get("response_format") or {}).get("json_schema", {}).get("schema") or body.get(
             "guided_json"
@@ -150,7 +157,11 @@ class FakeChatServer:
                 m = _DATA.search(user)
                 data = json.loads(m.group(1)) if m else {}
                 file = data.get("file_name", "")
-                behaviour = server._behaviour(file)
+                roles = [m.get("role") for m in body.get("messages", [])]
+                if server.reject_system_role and "system" in roles:
+                    behaviour = "reject_system_role"  # the script queue is not consumed
+                else:
+                    behaviour = server._behaviour(file)
                 rec = {
                     "file": file,
                     "behaviour": behaviour,

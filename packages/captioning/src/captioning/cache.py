@@ -99,6 +99,10 @@ class CaptionCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def keys(self) -> set[str]:
+        """Every key held (loaded at open or put since)."""
+        return set(self._entries)
+
     def get(self, key: str) -> dict | None:
         """The entry stored under `key`, or None."""
         return self._entries.get(key)

@@ -1,53 +1,62 @@
-"""render_mixtures end to end with real Beam (FnApiRunner), real dev-corpus audio and WebDataset read-back.
+"""render_mixtures end to end with real Beam (FnApiRunner), real audio and WebDataset read-back.
 
-One clean run (24 mixtures, 3 shards) is shared by the module; other tests render again into fresh folders
-with other worker counts, after damaging shards, or from the command line, and compare bytes.
+Most tests use a subset of the in-repo demo corpus (corpus/demo), so they run without ../shared: one clean
+run (24 mixtures, 3 shards) is shared by the module; other tests render again into fresh folders with other
+worker counts, after damaging shards, with failing sources, or from the command line, and compare bytes.
+One end-to-end run over a dev-corpus subset needs ../shared (skipped when it is absent).
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import importlib.util
 import io
 import json
+import logging
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 import soundfile as sf
 import webdataset as wds
 
+import synth.pipeline
 from synth import shards
 from synth.filtering import classify_kind
 from synth.ingest import IngestConfig, ingest_corpus
 from synth.manifest import read_manifest, write_manifest
-from synth.pipeline import RenderOptions, local_worker_count, run_render
+from synth.pipeline import RenderOptions, RenderSummary, local_worker_count, notes_of, run_render
 from tests.synth.test_shards import FakeRemoteFileSystem
 
 N, SHARD, SEED = 24, 8, 7
 ONE_WORKER = ["--runner=FnApiRunner", "--direct_num_workers=1"]
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _subset_manifest(corpus: Path, out: Path, n_events: int, n_bgs: int) -> Path:
+    """Manifest of a corpus subset: every 4th event (up to n_events), the shortest backgrounds, 1 other."""
+    rows = list(csv.DictReader(open(corpus / "metadata.csv", newline="")))
+    kinds = {r["id"]: classify_kind(r) for r in rows}
+    events = [r for r in rows if kinds[r["id"]] == "event"][::4][:n_events]
+    by_len = sorted(rows, key=lambda r: float(r["duration_s"]))
+    bgs = [r for r in by_len if kinds[r["id"]] == "background"][:n_bgs]
+    other = [r for r in by_len if kinds[r["id"]] == "none"][:1]
+    result = ingest_corpus(corpus, metadata=events + bgs + other, cfg=IngestConfig(measure_loudness=False))
+    assert result.skipped == []
+    return Path(write_manifest(result.table, out / "manifest.parquet"))
 
 
 @pytest.fixture(scope="module")
-def dev_manifest(dev_corpus, tmp_path_factory) -> Path:
-    """A small manifest from the dev corpus: 18 events, the 3 shortest backgrounds, 1 other file."""
-    rows = list(csv.DictReader(open(dev_corpus / "metadata.csv", newline="")))
-    kinds = {r["id"]: classify_kind(r) for r in rows}
-    events = [r for r in rows if kinds[r["id"]] == "event"][::37][:18]
-    bgs = sorted((r for r in rows if kinds[r["id"]] == "background"), key=lambda r: float(r["duration_s"]))[
-        :3
-    ]
-    other = sorted((r for r in rows if kinds[r["id"]] == "none"), key=lambda r: float(r["duration_s"]))[:1]
-    result = ingest_corpus(
-        dev_corpus, metadata=events + bgs + other, cfg=IngestConfig(measure_loudness=False)
-    )
-    assert result.skipped == []
-    return Path(write_manifest(result.table, tmp_path_factory.mktemp("manifest") / "manifest.parquet"))
+def demo_manifest(demo_corpus, tmp_path_factory) -> Path:
+    """18 events, the 3 shortest backgrounds and 1 other file of the in-repo demo corpus."""
+    return _subset_manifest(demo_corpus, tmp_path_factory.mktemp("manifest"), 18, 3)
 
 
 def _opts(out: Path | str, manifest: Path, **kw) -> RenderOptions:
@@ -57,9 +66,9 @@ def _opts(out: Path | str, manifest: Path, **kw) -> RenderOptions:
 
 
 @pytest.fixture(scope="module")
-def clean_run(dev_manifest, tmp_path_factory):
+def clean_run(demo_manifest, tmp_path_factory):
     out = tmp_path_factory.mktemp("clean")
-    summary = run_render(_opts(out, dev_manifest), ONE_WORKER)
+    summary = run_render(_opts(out, demo_manifest), ONE_WORKER)
     return out, summary
 
 
@@ -84,6 +93,10 @@ def _digests(out: Path) -> dict[str, str]:
     return found
 
 
+def _n_audio_text_shards(out: Path) -> int:
+    return json.loads((out / "audio_text" / "train" / "index.json").read_text())["num_shards"]
+
+
 def _check_segments(segments: list, duration: float) -> None:
     assert segments, "an event label without segments"
     for a, b in segments:
@@ -92,23 +105,25 @@ def _check_segments(segments: list, duration: float) -> None:
         assert b0 < a1, f"segments overlap or touch: {segments}"
 
 
-def test_mixture_shards_read_back_with_webdataset(clean_run, dev_manifest):
-    out, summary = clean_run
-    split_dir = out / "mixtures" / "train"
-    assert sorted(p.name for p in split_dir.glob("shard-*.tar")) == [shards.shard_name(k) for k in range(3)]
-    rows = read_manifest(dev_manifest).to_pylist()
+def _read_mixtures(split_dir: Path) -> list[dict]:
+    index = json.loads((split_dir / "index.json").read_text())
+    urls = [str(split_dir / e["name"]) for e in index["shards"]]
+    return list(wds.WebDataset(urls, shardshuffle=False))
+
+
+def _check_mixture_shards(split_dir: Path, manifest: Path, n: int, seed: int) -> int:
+    """Read the split back with WebDataset and check every record; returns the events placed."""
+    rows = read_manifest(manifest).to_pylist()
     train_events = {r["id"] for r in rows if r["split"] == "train" and r["kind"] == "event"}
     captions = {r["id"]: set(r["captions"]) for r in rows}
-
-    urls = [str(split_dir / shards.shard_name(k)) for k in range(3)]
-    samples = list(wds.WebDataset(urls, shardshuffle=False))
-    assert [s["__key__"] for s in samples] == [f"{i:09d}" for i in range(N)]
+    samples = _read_mixtures(split_dir)
+    assert [s["__key__"] for s in samples] == [f"{i:09d}" for i in range(n)]
     placed = 0
     for i, s in enumerate(samples):
         rec = json.loads(s["json"])
         assert set(rec) == {"key", "sample_rate", "duration", "events", "spec"}
         assert rec["key"] == s["__key__"] and rec["sample_rate"] == 48000 and rec["duration"] == 10.0
-        assert rec["spec"]["index"] == i and rec["spec"]["seed"] == SEED
+        assert rec["spec"]["index"] == i and rec["spec"]["seed"] == seed
         audio, sr = sf.read(io.BytesIO(s["flac"]), dtype="float32")
         assert sr == 48000 and audio.shape == (480000,) and float(abs(audio).max()) > 0
         texts = [e["text"] for e in rec["events"]]
@@ -118,12 +133,24 @@ def test_mixture_shards_read_back_with_webdataset(clean_run, dev_manifest):
             assert isinstance(e["tags"], list)
             _check_segments(e["segments"], rec["duration"])
         placed += len(rec["spec"]["events"])
+    return placed
+
+
+def test_mixture_shards_read_back_with_webdataset(clean_run, demo_manifest):
+    out, summary = clean_run
+    split_dir = out / "mixtures" / "train"
+    assert sorted(p.name for p in split_dir.glob("shard-*.tar")) == [shards.shard_name(k) for k in range(3)]
+    placed = _check_mixture_shards(split_dir, demo_manifest, N, SEED)
 
     assert summary.mixtures_written == N and summary.mixture_shards_written == 3
     assert summary.mixture_shards_skipped == 0 and summary.events_placed == placed
     index = json.loads((split_dir / "index.json").read_text())
     assert index["num_samples"] == N and index["seed"] == SEED and index["split"] == "train"
+    assert index["num_skipped"] == 0 and all(e["skipped_keys"] == [] for e in index["shards"])
     assert index["code_version"].startswith("flam-synth ")
+    assert (
+        index["format_version"] == index["config"]["format_version"] == synth.pipeline.RENDER_FORMAT_VERSION
+    )
     assert index["config"]["num_samples"] == N and index["config"]["shard_size"] == SHARD
     assert [s["count"] for s in index["shards"]] == [8, 8, 8]
     for entry in index["shards"]:
@@ -134,9 +161,71 @@ def test_mixture_shards_read_back_with_webdataset(clean_run, dev_manifest):
     assert f"mixtures written:       {N} of {N}" in text and "events dropped" in text
 
 
-def test_audio_text_shards(clean_run, dev_manifest):
+def test_notes_are_counted_by_reason(clean_run):
+    """Spec notes, render notes and clip_scaled: per shard, in index.json totals and in the summary."""
     out, summary = clean_run
-    rows = read_manifest(dev_manifest).to_pylist()
+    split_dir = out / "mixtures" / "train"
+    expected: Counter = Counter()
+    for s in _read_mixtures(split_dir):
+        expected.update(json.loads(s["json"])["spec"]["notes"])
+    index = json.loads((split_dir / "index.json").read_text())
+    totals = index["totals"]
+    for reason, n in expected.items():
+        assert totals[reason] == n, reason
+    assert "clip_scaled" in totals
+    per_shard: Counter = Counter()
+    for e in index["shards"]:
+        per_shard.update(e["stats"])
+    assert dict(per_shard) == totals
+    assert summary.mixture_notes == notes_of(totals, synth.pipeline.MIXTURE_COUNTERS)
+    assert set(expected) <= set(summary.mixture_notes) or not expected
+    text = summary.format()
+    assert f"mixture notes (this run): {sum(summary.mixture_notes.values())}" in text
+    for reason, n in summary.mixture_notes.items():
+        assert f"  {reason}: {n}" in text
+
+
+def test_summary_lists_every_reason():
+    summary = RenderSummary(
+        out="o",
+        split="train",
+        mixture_notes={"unplaced": 2, "clip_scaled": 1, "event_source_failed": 3},
+        audio_text_notes={"clip_source_failed": 1},
+        pool_skipped={"event_no_caption": 4},
+        mixtures_skipped=5,
+    )
+    text = summary.format()
+    for line in (
+        "mixture notes (this run): 6",
+        "  unplaced: 2",
+        "  event_source_failed: 3",
+        "audio-text notes (this run): 1",
+        "  clip_source_failed: 1",
+        "sources left out of the pool: 4",
+        "  event_no_caption: 4",
+        "mixtures skipped (background failed to load): 5",
+    ):
+        assert line in text, line
+
+
+def test_end_to_end_dev_corpus_subset(dev_corpus, tmp_path):
+    """The one run over real ../shared dev-corpus files (skipped without ../shared)."""
+    manifest = _subset_manifest(dev_corpus, tmp_path, 10, 2)
+    out = tmp_path / "out"
+    summary = run_render(
+        RenderOptions(out=str(out), manifest=str(manifest), num_mixtures=8, shard_size=4, seed=SEED),
+        ONE_WORKER,
+    )
+    assert summary.mixtures_written == 8 and summary.mixture_shards_written == 2
+    assert summary.events_placed == _check_mixture_shards(out / "mixtures" / "train", manifest, 8, SEED)
+    at_urls = sorted(str(p) for p in (out / "audio_text" / "train").glob("*.tar"))
+    clips = list(wds.WebDataset(at_urls, shardshuffle=False))
+    assert len(clips) == summary.audio_text_written > 0
+
+
+def test_audio_text_shards(clean_run, demo_manifest):
+    out, summary = clean_run
+    rows = read_manifest(demo_manifest).to_pylist()
     expected = sorted(r["id"] for r in rows if r["split"] == "train" and r["captions"])
     split_dir = out / "audio_text" / "train"
     index = json.loads((split_dir / "index.json").read_text())
@@ -161,16 +250,17 @@ def test_audio_text_shards(clean_run, dev_manifest):
     assert summary.audio_text_written == len(expected) == index["num_samples"]
 
 
-def test_byte_identical_across_worker_counts(clean_run, dev_manifest, tmp_path):
+def test_byte_identical_across_worker_counts(clean_run, demo_manifest, tmp_path):
     out, _ = clean_run
     args = ["--runner=FnApiRunner", "--direct_num_workers=2", "--direct_running_mode=multi_threading"]
-    summary = run_render(_opts(tmp_path, dev_manifest), args)
+    summary = run_render(_opts(tmp_path, demo_manifest), args)
     assert summary.mixture_shards_written == 3
     assert _digests(tmp_path) == _digests(out)
-    assert len(_digests(out)) == 3 + 3 + 2  # mixture + audio-text shards and the two index.json files
+    n_at = json.loads((out / "audio_text" / "train" / "index.json").read_text())["num_shards"]
+    assert len(_digests(out)) == 3 + n_at + 2  # mixture + audio-text shards and the two index.json files
 
 
-def test_resume_redoes_only_damaged_shards(clean_run, dev_manifest, tmp_path):
+def test_resume_redoes_only_damaged_shards(clean_run, demo_manifest, tmp_path):
     out, _ = clean_run
     shutil.copytree(out, tmp_path, dirs_exist_ok=True)
     mix = tmp_path / "mixtures" / "train"
@@ -179,30 +269,57 @@ def test_resume_redoes_only_damaged_shards(clean_run, dev_manifest, tmp_path):
         f.truncate(10240)
     (mix / ".shard-000001.tar.tmp-0123456789ab").write_bytes(b"half a shard")  # stale temp file
     (mix / "index.json").unlink()
-    summary = run_render(_opts(tmp_path, dev_manifest), ONE_WORKER)
+    summary = run_render(_opts(tmp_path, demo_manifest), ONE_WORKER)
     assert (summary.mixture_shards_skipped, summary.mixture_shards_written) == (1, 2)
     assert summary.mixtures_written == 16 and summary.audio_text_shards_written == 0
-    assert summary.audio_text_shards_skipped == 3
+    assert summary.audio_text_shards_skipped == _n_audio_text_shards(out)
     assert "2 shards written, 1 already complete" in summary.format()
     assert _digests(tmp_path) == _digests(out)
     assert not [p for p in mix.iterdir() if p.name.startswith(".")]
 
-    again = run_render(_opts(tmp_path, dev_manifest), ONE_WORKER)  # nothing left to do: no Beam job
+    again = run_render(_opts(tmp_path, demo_manifest), ONE_WORKER)  # nothing left to do: no Beam job
     assert again.mixture_shards_written == 0 and again.mixture_shards_skipped == 3
     assert _digests(tmp_path) == _digests(out)
 
 
-def test_rerun_with_other_arguments_is_a_clear_error(clean_run, dev_manifest, tmp_path):
+def test_rerun_with_other_arguments_is_a_clear_error(clean_run, demo_manifest, tmp_path):
     out, _ = clean_run
     shutil.copytree(out, tmp_path, dirs_exist_ok=True)
     before = _digests(tmp_path)
     with pytest.raises(shards.ShardConfigError, match=r"seed: 7 -> 8"):
-        run_render(RenderOptions(**{**_opts(tmp_path, dev_manifest).__dict__, "seed": 8}), ONE_WORKER)
+        run_render(RenderOptions(**{**_opts(tmp_path, demo_manifest).__dict__, "seed": 8}), ONE_WORKER)
     with pytest.raises(shards.ShardConfigError, match=r"num_samples: 24 -> 25"):
         run_render(
-            RenderOptions(**{**_opts(tmp_path, dev_manifest).__dict__, "num_mixtures": 25}), ONE_WORKER
+            RenderOptions(**{**_opts(tmp_path, demo_manifest).__dict__, "num_mixtures": 25}), ONE_WORKER
         )
     assert _digests(tmp_path) == before
+
+
+def test_other_format_version_is_refused(clean_run, demo_manifest, tmp_path, monkeypatch):
+    """Shards from another RENDER_FORMAT_VERSION are never mixed with new ones: the re-run is refused."""
+    out, _ = clean_run
+    shutil.copytree(out, tmp_path, dirs_exist_ok=True)
+    before = _digests(tmp_path)
+    old = synth.pipeline.RENDER_FORMAT_VERSION
+    monkeypatch.setattr(synth.pipeline, "RENDER_FORMAT_VERSION", old + 1)
+    with pytest.raises(shards.ShardConfigError, match=rf"differs in: format_version: {old} -> {old + 1}"):
+        run_render(_opts(tmp_path, demo_manifest), ONE_WORKER)
+    assert _digests(tmp_path) == before
+
+
+def test_shards_from_another_commit_are_kept_with_a_warning(clean_run, demo_manifest, tmp_path, caplog):
+    out, _ = clean_run
+    shutil.copytree(out, tmp_path, dirs_exist_ok=True)
+    side = tmp_path / "mixtures" / "train" / shards.sidecar_name(1)
+    meta = json.loads(side.read_text())
+    side.write_text(json.dumps({**meta, "code_version": "flam-synth 0.0.1 (git 0ld0ld0)"}))
+    with caplog.at_level(logging.WARNING, logger="synth.pipeline"):
+        again = run_render(_opts(tmp_path, demo_manifest), ONE_WORKER)  # nothing to do: no Beam job
+    assert again.mixture_shards_skipped == 3 and again.mixture_shards_written == 0
+    assert "1 complete shards were written by another code version (flam-synth 0.0.1 (git 0ld0ld0) x1" in (
+        caplog.text
+    )
+    assert _digests(tmp_path) == _digests(out)
 
 
 def test_local_worker_count():
@@ -219,8 +336,7 @@ def test_bad_options_are_rejected():
 
 
 def _cli(*args: str) -> list[str]:
-    root = Path(__file__).resolve().parents[2]
-    return [sys.executable, str(root / "pipelines" / "render_mixtures.py"), *args]
+    return [sys.executable, str(REPO / "pipelines" / "render_mixtures.py"), *args]
 
 
 def test_cli_defaults_to_the_demo_corpus(demo_corpus, tmp_path, caplog):
@@ -258,12 +374,13 @@ def test_cli_defaults_to_the_demo_corpus(demo_corpus, tmp_path, caplog):
 
 
 def _import_cli():
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "pipelines"))
-    try:
-        import render_mixtures
-    finally:
-        sys.path.pop(0)
-    return render_mixtures
+    """pipelines/render_mixtures.py as a module (it is a script, not part of a package)."""
+    spec = importlib.util.spec_from_file_location(
+        "render_mixtures_cli", REPO / "pipelines" / "render_mixtures.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_cli_bad_input_exits_2_with_a_message(tmp_path, caplog):
@@ -289,10 +406,10 @@ def test_cli_parses_defaults():
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_to_identical_bytes(clean_run, dev_manifest, tmp_path):
+def test_killed_run_resumes_to_identical_bytes(clean_run, demo_manifest, tmp_path):
     """A real kill (SIGKILL) after the first mixture shard appears; re-running completes it byte for byte."""
     out, _ = clean_run
-    args = ["--manifest", str(dev_manifest), "--out", str(tmp_path), "--num-mixtures", str(N)]
+    args = ["--manifest", str(demo_manifest), "--out", str(tmp_path), "--num-mixtures", str(N)]
     args += ["--shard-size", str(SHARD), "--seed", str(SEED), *ONE_WORKER]
     proc = subprocess.Popen(_cli(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     mix = tmp_path / "mixtures" / "train"
@@ -304,7 +421,7 @@ def test_killed_run_resumes_to_identical_bytes(clean_run, dev_manifest, tmp_path
     done_at_kill = sorted(p.name for p in mix.glob("shard-*.tar"))
     assert 1 <= len(done_at_kill) < 3, f"kill came too late or too early: {done_at_kill}"
     assert not (mix / "index.json").exists()
-    summary = run_render(_opts(tmp_path, dev_manifest), ONE_WORKER)
+    summary = run_render(_opts(tmp_path, demo_manifest), ONE_WORKER)
     assert summary.mixture_shards_skipped == len(done_at_kill)
     assert _digests(tmp_path) == _digests(out)
 
@@ -347,39 +464,96 @@ def test_ingest_skips_are_counted_and_reported(demo_corpus, tmp_path):
 
 
 @pytest.mark.slow
-def test_byte_identical_with_worker_processes(clean_run, dev_manifest, tmp_path):
+def test_byte_identical_with_worker_processes(clean_run, demo_manifest, tmp_path):
     """Two SDK worker processes (the local default on multi-core machines) give the same shards."""
     out, _ = clean_run
     args = ["--runner=FnApiRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
-    summary = run_render(_opts(tmp_path, dev_manifest), args)
+    summary = run_render(_opts(tmp_path, demo_manifest), args)
     assert summary.mixture_shards_written == 3
     assert _digests(tmp_path) == _digests(out)
 
 
-def test_failing_source_is_a_clear_error_and_leaves_no_partial_shard(dev_manifest, tmp_path):
-    """A source that passed ingest but cannot be decoded on the worker stops the job with a named error."""
-    rows = read_manifest(dev_manifest).to_pylist()
-    bad = tmp_path / "bad.wav"
-    bad.write_bytes(b"RIFF garbage")
-    train = [r for r in rows if r["split"] == "train"]
-    keep = [{**r, "path": str(bad)} if r["kind"] == "event" else r for r in train]
-    manifest = write_manifest(keep, tmp_path / "bad.parquet")
+def test_sources_failing_on_the_worker_are_counted_skips(clean_run, demo_manifest, tmp_path, caplog):
+    """A source that passed ingest but cannot be decoded on the worker: its events are left out, mixtures
+    with it as background are skipped (key absent, listed in index.json), every other mixture is
+    byte-identical to a clean run's; all counted by reason and logged with the source id."""
+    out, _ = clean_run
+    clean = {s["__key__"]: s for s in _read_mixtures(out / "mixtures" / "train")}
+    specs = {k: json.loads(s["json"])["spec"] for k, s in clean.items()}
+    bg_use = Counter(sp["background"]["id"] for sp in specs.values())
+    bad_bg = min(bg_use, key=lambda b: (bg_use[b], b))  # used by some mixtures, not all
+    assert 0 < bg_use[bad_bg] < N
+    ev_use = Counter(
+        e["id"] for sp in specs.values() if sp["background"]["id"] != bad_bg for e in sp["events"]
+    )
+    bad_ev = max(sorted(ev_use), key=lambda e: ev_use[e])
+    garbage = tmp_path / "garbage.wav"
+    garbage.write_bytes(b"RIFF not audio at all")
+    rows = [
+        {**r, "path": str(garbage)} if r["id"] in (bad_bg, bad_ev) else r
+        for r in read_manifest(demo_manifest).to_pylist()
+    ]
+    manifest = write_manifest(rows, tmp_path / "bad.parquet")
+    with caplog.at_level(logging.WARNING, logger="synth.pipeline"):
+        summary = run_render(_opts(tmp_path / "out", manifest), ONE_WORKER)
+
+    skipped = sorted(k for k, sp in specs.items() if sp["background"]["id"] == bad_bg)
+    hit = {k: sum(e["id"] == bad_ev for e in sp["events"]) for k, sp in specs.items() if k not in skipped}
+    split_dir = tmp_path / "out" / "mixtures" / "train"
+    got = {s["__key__"]: s for s in _read_mixtures(split_dir)}
+    assert sorted(got) == sorted(set(clean) - set(skipped))
+    assert 0 < sum(1 for k in got if not hit[k]) < len(got)  # some untouched, some with a left-out event
+    for key, sample in got.items():
+        if hit[key]:
+            spec = json.loads(sample["json"])["spec"]
+            assert spec["notes"]["event_source_failed"] == hit[key]
+            assert [e for e in specs[key]["events"] if e["id"] != bad_ev] == spec["events"]
+        else:
+            assert (sample["flac"], sample["json"]) == (clean[key]["flac"], clean[key]["json"]), key
+    index = json.loads((split_dir / "index.json").read_text())
+    assert sorted(k for e in index["shards"] for k in e["skipped_keys"]) == skipped
+    assert index["num_skipped"] == len(skipped) and index["num_samples"] == N - len(skipped)
+    assert index["totals"]["mixture_skipped_background_failed"] == len(skipped)
+    assert index["totals"]["event_source_failed"] == sum(hit.values()) > 0
+    assert summary.mixtures_skipped == len(skipped) and summary.mixtures_written == N - len(skipped)
+    assert summary.mixture_notes["event_source_failed"] == sum(hit.values())
+    assert summary.audio_text_notes == {"clip_source_failed": 2}  # the two clips of the broken files
+    text = summary.format()
+    assert f"mixtures skipped (background failed to load): {len(skipped)}" in text
+    assert f"  event_source_failed: {sum(hit.values())}" in text
+    assert bad_bg in caplog.text and bad_ev in caplog.text and "garbage.wav" in caplog.text
+
+    again = run_render(_opts(tmp_path / "out", manifest), ONE_WORKER)  # complete = written + skipped
+    assert again.mixture_shards_skipped == 3 and again.mixture_shards_written == 0
+
+
+def test_pool_skips_are_reported(demo_manifest, tmp_path):
+    """Split rows the source pool cannot use (no caption, short background) are counted, not dropped."""
+    rows = read_manifest(demo_manifest).to_pylist()
+    ev = next(r for r in rows if r["kind"] == "event" and r["split"] == "train")
+    bg = next(r for r in rows if r["kind"] == "background" and r["split"] == "train")
+    rows += [
+        {**ev, "id": "x/uncaptioned", "captions": []},
+        {**bg, "id": "x/short-bg", "duration_s": 4.0},
+    ]
+    manifest = write_manifest(rows, tmp_path / "m.parquet")
     opts = RenderOptions(
         out=str(tmp_path / "out"), manifest=manifest, num_mixtures=2, shard_size=2, audio_text=False
     )
-    with pytest.raises(Exception, match=r"mixture 0 \(seed 0\) failed: .*bad\.wav"):
-        run_render(opts, ONE_WORKER)
-    left = sorted(p.name for p in (tmp_path / "out" / "mixtures" / "train").iterdir())
-    assert left == ["config.json", "sources.parquet"]
+    summary = run_render(opts, ONE_WORKER)
+    assert summary.pool_skipped == {"background_too_short": 1, "event_no_caption": 1}
+    assert "sources left out of the pool: 2" in summary.format()
+    index = json.loads((tmp_path / "out" / "mixtures" / "train" / "index.json").read_text())
+    assert index["pool_skipped"] == summary.pool_skipped
 
 
-def test_output_to_a_uri(clean_run, dev_manifest, tmp_path, monkeypatch):
+def test_output_to_a_uri(clean_run, demo_manifest, tmp_path, monkeypatch):
     """--out as a URI (Beam FileSystems, like gs://): same shards, same index, resumable."""
     out, _ = clean_run
     monkeypatch.setattr(FakeRemoteFileSystem, "root", str(tmp_path))
     fakefs = tmp_path
-    summary = run_render(_opts("fakefs://flam/data", dev_manifest), ONE_WORKER)
+    summary = run_render(_opts("fakefs://flam/data", demo_manifest), ONE_WORKER)
     assert summary.mixture_shards_written == 3
     assert _digests(fakefs / "flam" / "data") == _digests(out)
-    again = run_render(_opts("fakefs://flam/data", dev_manifest), ONE_WORKER)
-    assert again.mixture_shards_skipped == 3 and again.audio_text_shards_skipped == 3
+    again = run_render(_opts("fakefs://flam/data", demo_manifest), ONE_WORKER)
+    assert again.mixture_shards_skipped == 3 and again.audio_text_shards_skipped == _n_audio_text_shards(out)

@@ -146,6 +146,36 @@ def test_prepare_scan_and_index(tmp_path):
     assert json.load(open(path)) == index
 
 
+def test_skipped_keys_count_toward_a_complete_shard(tmp_path):
+    """A shard with skipped samples is complete when written + skipped = its index range, and is indexed."""
+    split = str(tmp_path)
+    fp = shards.prepare_split_dir(split, {"seed": 0})
+    data = _samples(3)
+    side = os.path.join(split, shards.sidecar_name(0))
+    with shards.ShardWriter(os.path.join(split, shards.shard_name(0))) as w:
+        for key in ("000000000", "000000002"):
+            w.write(key, data[key])
+        w.close(
+            {
+                "shard": 0,
+                "name": shards.shard_name(0),
+                "first_index": 0,
+                "fingerprint": fp,
+                "stats": {"mixtures": 2, "skipped_bg": 1},
+                "skipped_keys": ["000000001"],
+            },
+            side,
+        )
+    assert shards.is_shard_complete(split, 0, fp, 3) and not shards.is_shard_complete(split, 0, fp, 2)
+    assert shards.scan_split_dir(split, fp, 1, 3, 3).todo == []
+    index = shards.build_index(split, {}, fp, shards.read_sidecars(split, [0]))
+    assert (index["num_samples"], index["num_skipped"]) == (2, 1)
+    assert index["shards"][0]["skipped_keys"] == ["000000001"] and index["totals"]["skipped_bg"] == 1
+    meta = json.load(open(side))
+    json.dump({**meta, "skipped_keys": "000000001"}, open(side, "w"))  # malformed: not complete
+    assert not shards.is_shard_complete(split, 0, fp, 3)
+
+
 def test_scan_rejects_extra_shards(tmp_path):
     split = str(tmp_path)
     open(os.path.join(split, shards.shard_name(9)), "wb").write(b"")

@@ -35,10 +35,11 @@ from apache_beam.metrics import Metrics
 
 import synth
 from synth import shards
+from synth.errors import AudioDecodeError
 from synth.flac import encode_flac
 from synth.render import render_mixture
 from synth.source_cache import AudioCache
-from synth.spec import MixtureConfig, SourcePool, sample_spec
+from synth.spec import MixtureConfig, MixtureSpec, SourcePool, sample_spec
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,19 @@ AUDIO_TEXT_KINDS = ("event", "background", "none")  # every captioned source fil
 CACHE_BYTES = 1 << 30  # per-worker decoded-source cache bound
 PARALLEL_MIN_MIXTURES = 1000  # local default: below this many mixtures, one in-process worker
 SOURCES_NAME = "sources.parquet"  # the split's manifest rows, beside the mixture shards
+
+# Output-format version, part of every split folder's config fingerprint (so a re-run with another value into
+# the same folder is refused, and complete shards from other code are never mixed with new ones).
+# BUMP RULE: increment it in the same commit as any change that alters a shard byte for the same arguments:
+# spec sampling (synth.spec), decoding/resampling (synth.audio), mixing, gains, fades, clip guard
+# (synth.render, synth.loudness, synth.source_cache), RMS relabel (synth.relabel), FLAC encoding
+# (synth.flac), tar writing (synth.shards), the sample JSON records or the skip policy below.
+RENDER_FORMAT_VERSION = 1
+# Sample-stat keys that are plain counters; every other key of a shard's stats is a note (a reason something
+# was dropped, changed or skipped), reported by reason in index.json totals and the end-of-run summary.
+MIXTURE_COUNTERS = ("mixtures", "events_placed", "events_dropped_by_relabel", "events_labelled")
+AUDIO_TEXT_COUNTERS = ("clips", "cropped", "padded")
+LOAD_ERRORS = (AudioDecodeError, OSError)  # a source that cannot be read on a worker: counted, logged skip
 
 
 # ---------------------------------------------------------------- records
@@ -123,6 +137,21 @@ def audio_text_record(
     }
 
 
+def drop_sources_that_fail(spec: MixtureSpec, fails: Any) -> int:
+    """Leave out (in place) the events whose source ``fails(id)``; note them as ``event_source_failed``.
+
+    The spec stored with the mixture is then exactly what was rendered. Returns the number left out.
+    """
+    keep = [e for e in spec.events if not fails(e.id)]
+    n = len(spec.events) - len(keep)
+    if n:
+        spec.events = keep
+        notes = Counter(spec.notes)
+        notes["event_source_failed"] += n
+        spec.notes = dict(sorted(notes.items()))
+    return n
+
+
 # ---------------------------------------------------------------- DoFns
 
 
@@ -141,8 +170,23 @@ class _ShardFn(beam.DoFn):
         self.shard_size = shard_size
         self.written = Metrics.counter("flam", f"{self.kind}_shards_written")
         self.skipped = Metrics.counter("flam", f"{self.kind}_shards_skipped")
+        self.failed_sources: dict[str, str] = {}
 
-    def samples(self, indices: range) -> Any:  # yields (key, files, stats Counter)
+    def source_error(self, source_id: str, load: Any) -> str | None:
+        """None when ``load(source_id)`` works, else its error (remembered, logged once per source)."""
+        if source_id in self.failed_sources:
+            return self.failed_sources[source_id]
+        try:
+            load(source_id)
+        except LOAD_ERRORS as e:
+            self.failed_sources[source_id] = str(e)
+            log.warning(
+                "%s: source %r failed to load on this worker, skipping it: %s", self.kind, source_id, e
+            )
+            return str(e)
+        return None
+
+    def samples(self, indices: range) -> Any:  # yields (key, files or None when skipped, stats)
         raise NotImplementedError
 
     def process(self, shard: int) -> Any:
@@ -154,10 +198,14 @@ class _ShardFn(beam.DoFn):
         t0 = time.perf_counter()
         indices = shards.shard_range(shard, self.shard_size, self.num_samples)
         stats: Counter = Counter()
+        skipped_keys: list[str] = []
         path = shards.join(self.split_dir, shards.shard_name(shard))
         with shards.ShardWriter(path) as writer:
             for key, files, sample_stats in self.samples(indices):
-                writer.write(key, files)
+                if files is None:
+                    skipped_keys.append(key)
+                else:
+                    writer.write(key, files)
                 stats.update(sample_stats)
             sidecar = {
                 "shard": shard,
@@ -166,11 +214,19 @@ class _ShardFn(beam.DoFn):
                 "fingerprint": self.fingerprint,
                 "code_version": self.code_version,
                 "stats": dict(sorted(stats.items())),
+                "skipped_keys": skipped_keys,
             }
             writer.close(sidecar, shards.join(self.split_dir, shards.sidecar_name(shard)))
         self.written.inc()
         dt = time.perf_counter() - t0
-        log.info("%s %s: %d samples in %.1f s", self.kind, path, len(indices), dt)
+        log.info(
+            "%s %s: %d samples (%d skipped) in %.1f s",
+            self.kind,
+            path,
+            len(indices) - len(skipped_keys),
+            len(skipped_keys),
+            dt,
+        )
         yield {"shard": shard, "kind": self.kind, "status": "written", "seconds": dt}
 
 
@@ -201,6 +257,7 @@ class RenderMixtureShardFn(_ShardFn):
         self.mixtures = Metrics.counter("flam", "mixtures_rendered")
         self.events = Metrics.counter("flam", "events_placed")
         self.dropped = Metrics.counter("flam", "events_dropped_by_relabel")
+        self.skipped_mixtures = Metrics.counter("flam", "mixtures_skipped_background_failed")
 
     def setup(self) -> None:
         sources = read_sources(self.sources_path)
@@ -211,8 +268,15 @@ class RenderMixtureShardFn(_ShardFn):
         sr = self.cfg.sample_rate
         for i in indices:
             key = shards.sample_key(i)
+            spec = sample_spec(self.pool, self.cfg, self.seed, i)
+            bg = spec.background
+            if bg is not None and self.source_error(bg.id, self.cache) is not None:
+                log.warning("mixture %s skipped: its background %r failed to load", key, bg.id)
+                self.skipped_mixtures.inc()
+                yield key, None, {"mixture_skipped_background_failed": 1}
+                continue
+            drop_sources_that_fail(spec, lambda sid: self.source_error(sid, self.cache) is not None)
             try:
-                spec = sample_spec(self.pool, self.cfg, self.seed, i)
                 rendered = render_mixture(spec, self.cache, self.cfg)
             except Exception as e:
                 raise RuntimeError(f"{self.split_dir}: mixture {i} (seed {self.seed}) failed: {e}") from e
@@ -221,13 +285,16 @@ class RenderMixtureShardFn(_ShardFn):
             self.mixtures.inc()
             self.events.inc(placed)
             self.dropped.inc(int(rendered.dropped_events))
-            stats = {
-                "mixtures": 1,
-                "events_placed": placed,
-                "events_dropped_by_relabel": int(rendered.dropped_events),
-                "events_labelled": len(record["events"]),
-                "clip_scaled": int(float(rendered.clip_scale) < 1.0),
-            }
+            stats = Counter(spec.notes) + Counter(rendered.notes)
+            stats.update(
+                {
+                    "mixtures": 1,
+                    "events_placed": placed,
+                    "events_dropped_by_relabel": int(rendered.dropped_events),
+                    "events_labelled": len(record["events"]),
+                    "clip_scaled": int(float(rendered.clip_scale) < 1.0),
+                }
+            )
             yield key, {"flac": encode_flac(rendered.audio, sr), "json": json_record_bytes(record)}, stats
 
 
@@ -266,10 +333,10 @@ class AudioTextShardFn(_ShardFn):
             key = shards.sample_key(i)
             try:
                 audio = load_audio(row["path"], target_sr=self.sr)
-            except Exception as e:
-                raise RuntimeError(
-                    f"{self.split_dir}: audio-text clip {i} (source {row['id']!r}) failed: {e}"
-                ) from e
+            except LOAD_ERRORS as e:
+                log.warning("audio-text clip %s skipped: source %r failed to load: %s", key, row["id"], e)
+                yield key, None, {"clip_source_failed": 1}
+                continue
             clip, offset, valid = audio_text_clip(audio, self.sr, self.seed, str(row["id"]))
             record = audio_text_record(key, row, offset, valid, self.sr)
             self.clips.inc()
@@ -322,13 +389,17 @@ class RenderSummary:
     mixtures_written: int = 0
     mixture_shards_written: int = 0
     mixture_shards_skipped: int = 0
+    mixtures_skipped: int = 0  # background failed to load
     events_placed: int = 0
     events_dropped_by_relabel: int = 0
+    mixture_notes: dict[str, int] = field(default_factory=dict)  # by reason, mixtures of this run
     audio_text_total: int = 0
     audio_text_written: int = 0
     audio_text_shards_written: int = 0
     audio_text_shards_skipped: int = 0
+    audio_text_notes: dict[str, int] = field(default_factory=dict)  # by reason, clips of this run
     sources: dict[str, int] = field(default_factory=dict)
+    pool_skipped: dict[str, int] = field(default_factory=dict)  # split rows the source pool left out
     files_skipped: dict[str, int] = field(default_factory=dict)
     skipped_examples: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -343,11 +414,17 @@ class RenderSummary:
             f"mixtures written:       {self.mixtures_written} of {self.mixtures_total} "
             f"({self.mixture_shards_written} shards written, {self.mixture_shards_skipped} already complete; "
             f"{rate:.2f} mixtures/s overall)",
+            f"mixtures skipped (background failed to load): {self.mixtures_skipped}",
             f"events placed:          {self.events_placed} (in the mixtures written this run)",
             f"events dropped (relabel, no active frames): {self.events_dropped_by_relabel}",
-            f"audio-text clips:       {self.audio_text_written} of {self.audio_text_total} "
-            f"({self.audio_text_shards_written} shards written, {self.audio_text_shards_skipped} already complete)",
         ]
+        lines += _by_reason("mixture notes (this run)", self.mixture_notes)
+        lines.append(
+            f"audio-text clips:       {self.audio_text_written} of {self.audio_text_total} "
+            f"({self.audio_text_shards_written} shards written, {self.audio_text_shards_skipped} already complete)"
+        )
+        lines += _by_reason("audio-text notes (this run)", self.audio_text_notes)
+        lines += _by_reason("sources left out of the pool", self.pool_skipped)
         total_skipped = sum(self.files_skipped.values())
         lines.append(f"files skipped (ingest): {total_skipped}")
         for reason, n in sorted(self.files_skipped.items()):
@@ -355,6 +432,43 @@ class RenderSummary:
         for ex in self.skipped_examples[:5]:
             lines.append(f"    e.g. {ex}")
         return "\n".join(lines)
+
+
+def _by_reason(title: str, counts: Mapping[str, int]) -> list[str]:
+    lines = [f"{title}: {sum(counts.values())}"]
+    lines += [f"  {reason}: {n}" for reason, n in sorted(counts.items()) if n]
+    return lines
+
+
+def notes_of(stats: Mapping[str, Any], counters: Sequence[str]) -> dict[str, int]:
+    """The note counts of a stats dict (every numeric key that is not a plain counter), zeros left out."""
+    return {
+        k: int(v)
+        for k, v in sorted(stats.items())
+        if k not in counters and isinstance(v, int | float) and not isinstance(v, bool) and v
+    }
+
+
+def _sum_stats(sidecars: Sequence[Mapping[str, Any]]) -> Counter:
+    total: Counter = Counter()
+    for m in sidecars:
+        total.update({k: v for k, v in (m.get("stats") or {}).items() if isinstance(v, int | float)})
+    return total
+
+
+def warn_other_code_versions(split_dir: str, complete: Mapping[int, Mapping[str, Any]], version: str) -> None:
+    """Log when complete shards were written by another commit (same format version, so they are kept)."""
+    other = Counter(str(m.get("code_version", "")) for m in complete.values())
+    other.pop(version, None)
+    if other:
+        log.warning(
+            "%s: %d complete shards were written by another code version (%s; now %s). They are kept "
+            "because the config and RENDER_FORMAT_VERSION match; delete them to re-render with this code.",
+            split_dir,
+            sum(other.values()),
+            ", ".join(f"{v or '?'} x{n}" for v, n in sorted(other.items())),
+            version,
+        )
 
 
 def code_version() -> str:
@@ -485,8 +599,9 @@ def run_render(opts: RenderOptions, beam_args: Sequence[str] = ()) -> RenderSumm
     cfg = opts.mixture
     sources = pa.Table.from_pylist(rows, schema=table.schema) if rows else table.slice(0, 0)
     pool = SourcePool.from_manifest(sources, opts.split)  # fail fast on the driver (no events, ...)
+    summary.pool_skipped = dict(sorted(pool.skipped.items()))
     if pool.skipped:
-        log.warning("source pool %s skipped: %s", opts.split, dict(pool.skipped))
+        log.warning("source pool %s skipped: %s", opts.split, summary.pool_skipped)
     version = code_version()
 
     # mixtures
@@ -501,10 +616,12 @@ def run_render(opts: RenderOptions, beam_args: Sequence[str] = ()) -> RenderSumm
         "sources_sha256": sources_fingerprint(rows),
         "num_sources": len(rows),
         "synth_version": synth.__version__,
+        "format_version": RENDER_FORMAT_VERSION,
     }
     mix_fp = shards.prepare_split_dir(mix_dir, mix_cfg)
     n_mix = shards.num_shards(opts.num_mixtures, opts.shard_size)
     mix_state = shards.scan_split_dir(mix_dir, mix_fp, n_mix, opts.shard_size, opts.num_mixtures)
+    warn_other_code_versions(mix_dir, mix_state.complete, version)
 
     # audio-text
     at_rows = audio_text_rows(rows)
@@ -524,10 +641,12 @@ def run_render(opts: RenderOptions, beam_args: Sequence[str] = ()) -> RenderSumm
             "policy": "<= clip_s: whole file, zero padded at the end; longer: seeded random clip_s window",
             "sources_sha256": sources_fingerprint(at_rows),
             "synth_version": synth.__version__,
+            "format_version": RENDER_FORMAT_VERSION,
         }
         at_fp = shards.prepare_split_dir(at_dir, at_cfg)
         n_at = shards.num_shards(len(at_rows), at_size)
         at_state = shards.scan_split_dir(at_dir, at_fp, n_at, at_size, len(at_rows))
+        warn_other_code_versions(at_dir, at_state.complete, version)
 
     sources_path = shards.join(mix_dir, SOURCES_NAME)
     write_sources(sources, sources_path)
@@ -596,15 +715,24 @@ def run_render(opts: RenderOptions, beam_args: Sequence[str] = ()) -> RenderSumm
                     )
 
     # index.json from every shard's sidecar (including shards from earlier runs)
-    extra = {"split": opts.split, "seed": opts.seed, "code_version": version}
+    extra = {
+        "split": opts.split,
+        "seed": opts.seed,
+        "code_version": version,
+        "format_version": RENDER_FORMAT_VERSION,
+        "pool_skipped": summary.pool_skipped,
+    }
     _check_all_complete(mix_dir, mix_fp, n_mix, opts.shard_size, opts.num_mixtures)
     mix_side = shards.read_sidecars(mix_dir, range(n_mix))
     shards.write_index(mix_dir, shards.build_index(mix_dir, mix_cfg, mix_fp, mix_side, extra))
     new = [m for m in mix_side if m["shard"] in set(mix_state.todo)]
     summary.mixture_shards_written = len(new)
     summary.mixtures_written = sum(m["count"] for m in new)
-    summary.events_placed = sum(m["stats"].get("events_placed", 0) for m in new)
-    summary.events_dropped_by_relabel = sum(m["stats"].get("events_dropped_by_relabel", 0) for m in new)
+    new_stats = _sum_stats(new)
+    summary.events_placed = new_stats["events_placed"]
+    summary.events_dropped_by_relabel = new_stats["events_dropped_by_relabel"]
+    summary.mixtures_skipped = new_stats["mixture_skipped_background_failed"]
+    summary.mixture_notes = notes_of(new_stats, MIXTURE_COUNTERS)
     if opts.audio_text:
         _check_all_complete(at_dir, at_fp, n_at, at_size, len(at_rows))
         at_side = shards.read_sidecars(at_dir, range(n_at))
@@ -612,6 +740,7 @@ def run_render(opts: RenderOptions, beam_args: Sequence[str] = ()) -> RenderSumm
         new_at = [m for m in at_side if m["shard"] in set(at_state.todo)]
         summary.audio_text_shards_written = len(new_at)
         summary.audio_text_written = sum(m["count"] for m in new_at)
+        summary.audio_text_notes = notes_of(_sum_stats(new_at), AUDIO_TEXT_COUNTERS)
     summary.seconds = time.perf_counter() - t0
     return summary
 

@@ -3,7 +3,8 @@
 Layout of one split folder (mixtures or audio-text)::
 
     <split_dir>/config.json          what the shards are made from (written first; checked on re-runs)
-    <split_dir>/shard-NNNNNN.json    per-shard sidecar: sample count, sha256, bytes, stats (before the tar)
+    <split_dir>/shard-NNNNNN.json    per-shard sidecar: sample count, sha256, bytes, stats, skipped keys
+                                     (written before the tar)
     <split_dir>/shard-NNNNNN.tar     samples [k*shard_size, (k+1)*shard_size); appears only when complete
     <split_dir>/index.json           counts per shard + config + seed + code version (written at the end)
 
@@ -380,16 +381,20 @@ def _complete_meta(
         size = file_size(join(split_dir, shard_name(shard)))
     except (OSError, ValueError, IndexError):
         return None
+    count, skipped = meta.get("count"), meta.get("skipped_keys", [])
     ok = (
         meta.get("fingerprint") == fingerprint
-        and meta.get("count") == expected_count
+        and isinstance(count, int)
+        and isinstance(skipped, list)
+        and count + len(skipped) == expected_count
         and meta.get("bytes") == size
     )
     return meta if ok else None
 
 
 def is_shard_complete(split_dir: str, shard: int, fingerprint: str, expected_count: int) -> bool:
-    """True when the shard's tar exists and its sidecar matches (fingerprint, sample count, byte size)."""
+    """True when the shard's tar exists and its sidecar matches (fingerprint, samples written + skipped
+    = ``expected_count``, byte size)."""
     return (
         exists(join(split_dir, shard_name(shard)))
         and _complete_meta(split_dir, shard, fingerprint, expected_count) is not None
@@ -422,7 +427,8 @@ def build_index(
     sidecars: Iterable[Mapping[str, Any]],
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """index.json content from all sidecars: shard list with counts/sha256, totals of numeric stats, config."""
+    """index.json content from all sidecars: shard list with counts/sha256/skipped keys, totals of numeric
+    stats (notes by reason included), config."""
     shards = sorted(sidecars, key=lambda m: m["shard"])
     totals: dict[str, float] = {}
     for m in shards:
@@ -432,6 +438,7 @@ def build_index(
     return {
         "version": INDEX_VERSION,
         "num_samples": sum(m["count"] for m in shards),
+        "num_skipped": sum(len(m.get("skipped_keys", [])) for m in shards),
         "num_shards": len(shards),
         "shards": [
             {
@@ -441,6 +448,7 @@ def build_index(
                 "bytes": m["bytes"],
                 "sha256": m["sha256"],
                 "stats": m.get("stats", {}),
+                "skipped_keys": list(m.get("skipped_keys", [])),
                 "code_version": m.get("code_version", ""),
             }
             for m in shards

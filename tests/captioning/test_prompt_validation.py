@@ -146,6 +146,28 @@ def test_caption_problem(caption, problem):
     assert caption_problem(caption, "Dog_Bark-01.wav") == problem
 
 
+def test_template_and_fallback_share_one_composer():
+    from captioning.captioner import fallback_for
+    from synth.captions import fallback_captions
+
+    inp = CaptionInput(
+        "dark_forest__night.ogg", ("ambiance", "forest", "night"), "Dark forest night ambiance"
+    )
+    assert fallback_for(inp, 3) == template_captions(inp, 3)
+    assert (
+        template_captions(inp, 3)
+        == select_valid(fallback_captions(list(inp.tags), inp.description, ""), n=3)[0]
+    )
+
+
+def test_filename_copy_uses_the_composers_tokenizer():
+    from synth.captions import filename_caption
+
+    for name in ("Item_Drop_Sound_0.ogg", "audio/x/OxygenSysWarning-02.oga", "raving_crowd01.ogg"):
+        assert is_filename_copy(filename_caption(name), name)
+    assert is_filename_copy("dog bark", "Dog_Bark-01.wav")  # numbers do not make a copy new
+
+
 def test_filename_copy_rules():
     assert is_filename_copy("morning coffee", "MorningCoffee.wav")
     assert is_filename_copy("sound of assault_attack here", "assault_attack.wav")
@@ -165,9 +187,13 @@ def test_select_valid_normalises_dedupes_counts():
 def test_template_captions_valid_and_never_empty():
     inp = CaptionInput("assault_attack.wav", ("gun", "gunshot", "assault", "sfx"), "assault rifle fire")
     caps = template_captions(inp, 3)
-    assert len(caps) == 3 and caps[0] == "assault rifle fire"
+    # one composer (synth.captions): description, tags, file-name words; "assault attack" only repeats the
+    # file name, so it is dropped while better captions exist (the old own composer padded 3 variants)
+    assert caps == ["assault rifle fire", "gun gunshot assault"]
     for c in caps:
         assert caption_problem(c, inp.filename) is None
+    # only the file name is known: its words are kept rather than "an unidentified sound"
+    assert template_captions(CaptionInput("Item_Drop_Sound_0.ogg"), 3) == ["item drop sound"]
     assert template_captions(CaptionInput("", (), ""), 3) == [LAST_RESORT]
     weird = template_captions(CaptionInput("x.wav", ('<script>"',), '"""'), 2)
     assert weird and all(caption_problem(c, "x.wav") is None for c in weird)

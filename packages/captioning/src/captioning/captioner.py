@@ -1,8 +1,9 @@
 """Captioners: `template` (no LLM) and `vllm` (LLM through CaptionClient, with cache and fallback).
 
 Every file ends with at least one caption and a caption_source: llm (fresh or cached LLM answer), template
-(built-in captioner), or fallback (the LLM answer failed after all retries: captions from tags/description via
-`synth.captions.fallback_captions`, the reason counted). Nothing is dropped silently.
+(built-in captioner), or fallback (the LLM answer failed after all retries: the same composer as template,
+`captioning.template.template_captions` over `synth.captions`, the reason counted). Nothing is dropped
+silently.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from captioning.cache import CaptionCache, cache_key
 from captioning.client import CaptionClient, ClientConfig, LLMOutcome
 from captioning.prompt import CaptionInput, prompt_version
 from captioning.template import TEMPLATE_VERSION, template_captions
-from captioning.validate import select_valid
 
 
 @dataclass
@@ -40,12 +40,8 @@ class CaptionResult:
 
 
 def fallback_for(inp: CaptionInput, n: int) -> list[str]:
-    """Captions composed from tags/description when the LLM failed (synth's fallback, validated; never empty)."""
-    from synth.captions import fallback_captions
-
-    caps = fallback_captions(list(inp.tags), inp.description, inp.filename, n=n)
-    valid, _ = select_valid(list(caps or []), inp.filename, n)
-    return valid or template_captions(inp, n)
+    """Captions for a file whose LLM answers failed: the template composer's (labelled fallback; never empty)."""
+    return template_captions(inp, n)
 
 
 def request_key(cfg: ClientConfig, inp: CaptionInput) -> str:

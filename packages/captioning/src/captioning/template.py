@@ -1,60 +1,27 @@
-"""The built-in `template` captioner: captions composed from tags/description, no LLM (offline default)."""
+"""The built-in `template` captioner (no LLM, the offline default) and the LLM fallback: one composer.
+
+Both compose captions with `synth.captions.fallback_captions` (description, content tags, file-name words) and
+validate them with `captioning.validate`; they differ only in how the rows are labelled (caption_source
+`template` vs `fallback`). A caption that merely repeats the file name is dropped when the description or
+tags gave something else, and kept when the file name is all there is (better than no information).
+"""
 
 from __future__ import annotations
 
-import re
-
 from captioning.prompt import CaptionInput
 from captioning.validate import ValidationConfig, select_valid
+from synth.captions import UNKNOWN_CAPTION, fallback_captions
 
-TEMPLATE_VERSION = "template-v1"
-# Tags that say nothing about what is heard.
-GENERIC_TAGS = frozenset(
-    {"sfx", "sound", "sounds", "audio", "effect", "effects", "fx", "wav", "ogg", "misc", "other"}
-)
-LAST_RESORT = "an unidentified sound"
-
-
-def _plain(text: str) -> str:
-    """Lower-case words only: letters, digits, apostrophes and hyphens inside words."""
-    text = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", str(text)).lower()
-    text = re.sub(r"[^0-9a-z'\- ]+", " ", text.replace("_", " "))
-    words = [w.strip("'-") for w in text.split()]
-    return " ".join(w for w in words if w)
-
-
-def _words(text: str, limit: int) -> str:
-    return " ".join(text.split()[:limit])
-
-
-def template_candidates(inp: CaptionInput, max_words: int = 13) -> list[str]:
-    """Caption candidates in order of preference (not yet validated)."""
-    out: list[str] = []
-    desc = _plain(inp.description)
-    tags = []
-    for t in inp.tags:
-        p = _plain(t)
-        if p and p not in GENERIC_TAGS and p not in tags:
-            tags.append(p)
-    if desc:
-        d = _words(desc, max_words)
-        out.append(d if len(d.split()) >= 2 else f"sound of {d}")
-    if tags:
-        out.append(_words(f"sound of {' and '.join(tags[:2])}", max_words))
-        out.append(_words(" ".join(tags[:4]) + " sound", max_words))
-        if len(tags) > 2:
-            out.append(_words(f"{tags[0]} with {tags[2]}", max_words))
-        out.append(_words(f"a {tags[0]} sound effect", max_words))
-    if desc and tags and tags[0] not in desc.split():
-        out.append(_words(f"{tags[0]}: {desc}", max_words).replace(":", ""))
-    name = _plain(re.sub(r"\.[A-Za-z0-9]{2,5}$", "", inp.filename))
-    if name:
-        out.append(_words(f"sound of {name}", max_words))
-    return out
+TEMPLATE_VERSION = "template-v2"
+LAST_RESORT = UNKNOWN_CAPTION
+_ALL_CANDIDATES = 3  # fallback_captions has at most three candidates: description, tags, file name
 
 
 def template_captions(inp: CaptionInput, n: int, cfg: ValidationConfig | None = None) -> list[str]:
-    """Up to n valid captions from tags/description; never empty."""
+    """Up to n valid captions from description/tags/file name; never empty."""
     cfg = cfg or ValidationConfig()
-    valid, _ = select_valid(template_candidates(inp, cfg.max_words), inp.filename, n, cfg)
+    caps = fallback_captions(list(inp.tags), inp.description, inp.filename, n=max(n, _ALL_CANDIDATES))
+    valid, _ = select_valid(caps, inp.filename, n, cfg)
+    if not valid:  # only file-name words survived: keep them rather than say nothing
+        valid, _ = select_valid(caps, "", n, cfg)
     return valid or [LAST_RESORT]

@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from synth.captions import file_stem, name_words
+
 _REFUSAL = re.compile(
     r"\b(i'm sorry|i am sorry|sorry,|i cannot|i can't|i can not|i am unable|i'm unable|unable to (help|comply)"
     r"|as an ai|language model|i apologi[sz]e|i won't|i will not|cannot (help|assist|comply))\b"
 )
 _QUOTES = set('"“”‘’«»`')
 _MARKUP = re.compile(r"[<>{}\[\]*#|\\_=~^]|https?://|www\.|\.(wav|flac|mp3|ogg|aiff?|m4a|opus)\b")
-_SPLIT_NAME = re.compile(r"[^0-9a-z]+")
 
 
 @dataclass(frozen=True)
@@ -31,23 +32,17 @@ def normalize_caption(text: str) -> str:
     return text
 
 
-def _name_tokens(text: str) -> list[str]:
-    """Tokens of a file name or caption: camelCase split, extension dropped, non-alphanumerics as separators."""
-    text = re.sub(r"\.[A-Za-z0-9]{2,5}$", "", text.strip())
-    text = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", text).lower()
-    return [t for t in _SPLIT_NAME.split(text) if t]
-
-
 def is_filename_copy(caption: str, filename: str) -> bool:
-    """True when the caption is the file name (same tokens), or contains its stem verbatim."""
+    """True when the caption is the file name (same words under `synth.captions.name_words`, the tokenizer
+    the caption composer uses for file names), or contains its stem verbatim."""
     if not filename:
         return False
-    name_tokens = _name_tokens(filename)
-    if not name_tokens:
+    name = name_words(file_stem(filename))
+    if not name:
         return False
-    if _name_tokens(caption) == name_tokens:
+    if name_words(caption) == name:
         return True
-    stem = re.sub(r"\.[A-Za-z0-9]{2,5}$", "", filename.strip()).lower()
+    stem = file_stem(filename.strip()).lower()
     return len(stem) >= 4 and re.search(r"[^a-z ]", stem) is not None and stem in caption
 
 

@@ -93,16 +93,26 @@ def tag_caption(tags: str | Iterable[str] | None, max_tags: int = MAX_TAGS) -> s
     return clean_caption(" ".join(chosen))
 
 
-def filename_caption(filename: str | None) -> str:
-    """Words of a file name stem: ``Item_Drop_Sound_0.ogg`` -> ``item drop sound``."""
+def file_stem(filename: str | None) -> str:
+    """The base name without folders and without its last extension: ``a/b/Dog_Bark-01.wav`` -> ``Dog_Bark-01``."""
     if not filename:
         return ""
     stem = PurePosixPath(str(filename).replace("\\", "/")).name
-    stem = stem.rsplit(".", 1)[0] if "." in stem else stem
-    stem = _CAMEL_RE.sub(" ", stem)
-    parts = [re.sub(r"(?<=[A-Za-z])\d+$", "", p) for p in re.split(r"[^A-Za-z0-9]+", stem)]
-    parts = [p for p in parts if p and not p.isdigit()]
-    return clean_caption(" ".join(parts))
+    return stem.rsplit(".", 1)[0] if "." in stem else stem
+
+
+def name_words(text: str) -> list[str]:
+    """Lower-case words of a name (or any text): camelCase and non-alphanumerics split, numbers and trailing
+    digits dropped. ``OxygenSysWarning-02`` -> ``[oxygen, sys, warning]``. The one tokenizer for file names
+    (here and in captioning's file-name-copy check)."""
+    text = _CAMEL_RE.sub(" ", str(text or ""))
+    parts = [re.sub(r"(?<=[A-Za-z])\d+$", "", p) for p in re.split(r"[^A-Za-z0-9]+", text)]
+    return [p.lower() for p in parts if p and not p.isdigit()]
+
+
+def filename_caption(filename: str | None) -> str:
+    """Words of a file name stem: ``Item_Drop_Sound_0.ogg`` -> ``item drop sound``."""
+    return clean_caption(" ".join(name_words(file_stem(filename))))
 
 
 def fallback_captions(

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from synth.pipeline import RenderOptions, run_render
+from synth.render_job import RenderOptions, run_render
 from synth.shards import ShardConfigError
 from synth.spec import MixtureConfig
 

@@ -28,6 +28,7 @@ import soundfile as sf
 import webdataset as wds
 
 import synth.pipeline
+import synth.records
 from synth import shards
 from synth.filtering import classify_kind
 from synth.ingest import IngestConfig, ingest_corpus
@@ -301,7 +302,7 @@ def test_other_format_version_is_refused(clean_run, demo_manifest, tmp_path, mon
     shutil.copytree(out, tmp_path, dirs_exist_ok=True)
     before = _digests(tmp_path)
     old = synth.pipeline.RENDER_FORMAT_VERSION
-    monkeypatch.setattr(synth.pipeline, "RENDER_FORMAT_VERSION", old + 1)
+    monkeypatch.setattr(synth.records, "RENDER_FORMAT_VERSION", old + 1)
     with pytest.raises(shards.ShardConfigError, match=rf"differs in: format_version: {old} -> {old + 1}"):
         run_render(_opts(tmp_path, demo_manifest), ONE_WORKER)
     assert _digests(tmp_path) == before
@@ -313,7 +314,7 @@ def test_shards_from_another_commit_are_kept_with_a_warning(clean_run, demo_mani
     side = tmp_path / "mixtures" / "train" / shards.sidecar_name(1)
     meta = json.loads(side.read_text())
     side.write_text(json.dumps({**meta, "code_version": "flam-synth 0.0.1 (git 0ld0ld0)"}))
-    with caplog.at_level(logging.WARNING, logger="synth.pipeline"):
+    with caplog.at_level(logging.WARNING, logger="synth"):
         again = run_render(_opts(tmp_path, demo_manifest), ONE_WORKER)  # nothing to do: no Beam job
     assert again.mixture_shards_skipped == 3 and again.mixture_shards_written == 0
     assert "1 complete shards were written by another code version (flam-synth 0.0.1 (git 0ld0ld0) x1" in (
@@ -494,7 +495,7 @@ def test_sources_failing_on_the_worker_are_counted_skips(clean_run, demo_manifes
         for r in read_manifest(demo_manifest).to_pylist()
     ]
     manifest = write_manifest(rows, tmp_path / "bad.parquet")
-    with caplog.at_level(logging.WARNING, logger="synth.pipeline"):
+    with caplog.at_level(logging.WARNING, logger="synth"):
         summary = run_render(_opts(tmp_path / "out", manifest), ONE_WORKER)
 
     skipped = sorted(k for k, sp in specs.items() if sp["background"]["id"] == bad_bg)

@@ -1,0 +1,372 @@
+"""The render_mixtures driver: read or ingest sources, run Beam over the missing shards, write index.json.
+
+Output layout under ``out``::
+
+    mixtures/<split>/shard-NNNNNN.tar    <key>.flac + <key>.json (DESIGN.md mixture sample), + index.json
+    audio_text/<split>/shard-NNNNNN.tar  <key>.flac + <key>.json {"text": [...], "tag": [...]}, + index.json
+    manifest.parquet                     the ingested manifest (only with --corpus)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+import pyarrow as pa
+
+import synth
+from synth import records, shards
+from synth.progress import ShardProgress
+from synth.records import AUDIO_TEXT_KINDS, CLIP_S, SAMPLE_RATE, audio_text_rows, json_record_bytes
+from synth.render_summary import AUDIO_TEXT_COUNTERS, MIXTURE_COUNTERS, RenderSummary, notes_of, sum_stats
+from synth.shard_fns import SOURCES_NAME, AudioTextShardFn, RenderMixtureShardFn, write_sources
+from synth.spec import MixtureConfig, SourcePool
+
+log = logging.getLogger(__name__)
+
+PARALLEL_MIN_MIXTURES = 1000  # local default: below this many mixtures, one in-process worker
+
+
+@dataclass
+class RenderOptions:
+    """Arguments of pipelines/render_mixtures.py (one split per run)."""
+
+    out: str
+    corpus: str | None = None
+    manifest: str | None = None
+    num_mixtures: int = 256
+    split: str = "train"
+    seed: int = 0
+    shard_size: int = 128
+    audio_text: bool = True
+    audio_text_shard_size: int | None = None  # default: shard_size
+    measure_loudness: bool = True
+    ingest_workers: int = 1  # >1: ingest probes files in a process pool (large corpora)
+    mixture: MixtureConfig = field(default_factory=MixtureConfig)
+
+    def __post_init__(self) -> None:
+        if (self.corpus is None) == (self.manifest is None):
+            raise ValueError("give exactly one of --corpus DIR or --manifest FILE")
+        if self.split not in ("train", "heldout"):
+            raise ValueError(f"--split must be train or heldout, got {self.split!r}")
+        if self.num_mixtures < 0 or self.shard_size < 1:
+            raise ValueError(
+                f"--num-mixtures must be >= 0 and --shard-size >= 1 (got {self.num_mixtures}, {self.shard_size})"
+            )
+
+
+def warn_other_code_versions(split_dir: str, complete: Mapping[int, Mapping[str, Any]], version: str) -> None:
+    """Log when complete shards were written by another commit (same format version, so they are kept)."""
+    other = Counter(str(m.get("code_version", "")) for m in complete.values())
+    other.pop(version, None)
+    if other:
+        log.warning(
+            "%s: %d complete shards were written by another code version (%s; now %s). They are kept "
+            "because the config and RENDER_FORMAT_VERSION match; delete them to re-render with this code.",
+            split_dir,
+            sum(other.values()),
+            ", ".join(f"{v or '?'} x{n}" for v, n in sorted(other.items())),
+            version,
+        )
+
+
+def code_version() -> str:
+    """``flam-synth <version>`` plus the git commit of the workspace when it is a git checkout."""
+    version = f"flam-synth {synth.__version__}"
+    try:
+        root = Path(__file__).resolve().parents[4]
+        rev = subprocess.run(
+            ["git", "-C", str(root), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        if rev.returncode == 0 and rev.stdout.strip():
+            version += f" (git {rev.stdout.strip()})"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return version
+
+
+def sources_fingerprint(rows: Sequence[Mapping[str, Any]]) -> str:
+    """sha256 over the rows that feed a split (paths excluded: moving the corpus changes nothing)."""
+    h = hashlib.sha256()
+    for row in sorted(rows, key=lambda r: str(r["id"])):
+        h.update(json_record_bytes({k: v for k, v in row.items() if k != "path"}))
+    return h.hexdigest()
+
+
+def load_sources(opts: RenderOptions) -> tuple[pa.Table, dict[str, int], list[str]]:
+    """The manifest table (ingested from ``--corpus`` or read from ``--manifest``) + skip counts/examples."""
+    from synth.manifest import read_manifest
+
+    skipped: Counter = Counter()
+    examples: list[str] = []
+    if opts.corpus is not None:
+        from synth.ingest import IngestConfig, ingest_corpus
+
+        cfg = IngestConfig(measure_loudness=opts.measure_loudness, workers=opts.ingest_workers, progress=True)
+        result = ingest_corpus(opts.corpus, cfg=cfg)
+        for s in result.skipped:
+            skipped[s.reason] += 1
+            examples.append(f"{s.path}: {s.reason} {s.detail}".rstrip())
+        return result.table, dict(skipped), examples
+    table = read_manifest(opts.manifest)
+    keep = []
+    for i, path in enumerate(table.column("path").to_pylist()):
+        if "://" not in path and not Path(path).is_file():
+            skipped["missing_file"] += 1
+            examples.append(f"{path}: listed in {opts.manifest} but not found")
+        else:
+            keep.append(i)
+    if len(keep) != table.num_rows:
+        table = table.take(pa.array(keep, type=pa.int64()))
+    return table, dict(skipped), examples
+
+
+def _split_rows(table: pa.Table, split: str) -> list[dict[str, Any]]:
+    return sorted((r for r in table.to_pylist() if r["split"] == split), key=lambda r: str(r["id"]))
+
+
+def mixture_split_config(opts: RenderOptions, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What decides the mixture shards' bytes (recorded in config.json; its sha256 is the fingerprint)."""
+    return {
+        "kind": "mixtures",
+        "split": opts.split,
+        "seed": opts.seed,
+        "num_samples": opts.num_mixtures,
+        "shard_size": opts.shard_size,
+        "mixture": json.loads(json.dumps(asdict(opts.mixture))),
+        "sources_sha256": sources_fingerprint(rows),
+        "num_sources": len(rows),
+        "synth_version": synth.__version__,
+        "format_version": records.RENDER_FORMAT_VERSION,
+    }
+
+
+def audio_text_split_config(
+    opts: RenderOptions, at_rows: Sequence[Mapping[str, Any]], shard_size: int
+) -> dict[str, Any]:
+    """What decides the audio-text shards' bytes."""
+    return {
+        "kind": "audio_text",
+        "split": opts.split,
+        "seed": opts.seed,
+        "num_samples": len(at_rows),
+        "shard_size": shard_size,
+        "clip_s": CLIP_S,
+        "sample_rate": SAMPLE_RATE,
+        "kinds": list(AUDIO_TEXT_KINDS),
+        "policy": "<= clip_s: whole file, zero padded at the end; longer: seeded random clip_s window",
+        "sources_sha256": sources_fingerprint(at_rows),
+        "synth_version": synth.__version__,
+        "format_version": records.RENDER_FORMAT_VERSION,
+    }
+
+
+def run_render(opts: RenderOptions, beam_args: Sequence[str] = ()) -> RenderSummary:
+    """Ingest/read sources, render the missing shards with Beam, write index.json files; return a summary."""
+    from synth.beam_support import is_remote_runner, pipeline_options, runner_name, with_local_defaults
+
+    t0 = time.perf_counter()
+    _set_filesystem_options(beam_args)
+    summary = RenderSummary(
+        out=str(opts.out), split=opts.split, runner=runner_name(with_local_defaults(beam_args))
+    )
+    table, skipped, examples = load_sources(opts)
+    summary.files_skipped, summary.skipped_examples = skipped, examples
+    rows = _split_rows(table, opts.split)
+    if is_remote_runner(summary.runner):
+        _warn_local_paths(summary.runner, str(opts.out), rows)
+    kinds = Counter(r["kind"] for r in rows)
+    summary.sources = {k: kinds.get(k, 0) for k in ("event", "background", "none")}
+    cfg = opts.mixture
+    sources = pa.Table.from_pylist(rows, schema=table.schema) if rows else table.slice(0, 0)
+    pool = SourcePool.from_manifest(sources, opts.split)  # fail fast on the driver (no events, ...)
+    summary.pool_skipped = dict(sorted(pool.skipped.items()))
+    if pool.skipped:
+        log.warning("source pool %s skipped: %s", opts.split, summary.pool_skipped)
+    version = code_version()
+
+    # mixtures
+    mix_dir = shards.join(str(opts.out), "mixtures", opts.split)
+    mix_cfg = mixture_split_config(opts, rows)
+    mix_fp = shards.prepare_split_dir(mix_dir, mix_cfg)
+    n_mix = shards.num_shards(opts.num_mixtures, opts.shard_size)
+    mix_state = shards.scan_split_dir(mix_dir, mix_fp, n_mix, opts.shard_size, opts.num_mixtures)
+    warn_other_code_versions(mix_dir, mix_state.complete, version)
+
+    # audio-text
+    at_rows = audio_text_rows(rows)
+    at_size = opts.audio_text_shard_size or opts.shard_size
+    at_dir = shards.join(str(opts.out), "audio_text", opts.split)
+    at_state, n_at, at_fp, at_cfg = shards.ShardState(), 0, "", {}
+    if opts.audio_text:
+        at_cfg = audio_text_split_config(opts, at_rows, at_size)
+        at_fp = shards.prepare_split_dir(at_dir, at_cfg)
+        n_at = shards.num_shards(len(at_rows), at_size)
+        at_state = shards.scan_split_dir(at_dir, at_fp, n_at, at_size, len(at_rows))
+        warn_other_code_versions(at_dir, at_state.complete, version)
+
+    sources_path = shards.join(mix_dir, SOURCES_NAME)
+    write_sources(sources, sources_path)
+    if opts.corpus is not None:
+        from synth.manifest import write_manifest
+
+        write_manifest(table, shards.join(str(opts.out), "manifest.parquet"))
+
+    summary.mixtures_total, summary.audio_text_total = opts.num_mixtures, len(at_rows)
+    summary.mixture_shards_skipped = len(mix_state.complete)
+    summary.audio_text_shards_skipped = len(at_state.complete)
+    todo = len(mix_state.todo) + len(at_state.todo)
+    log.info(
+        "%s: %d mixture shards to render (%d complete), %d audio-text shards to write (%d complete)",
+        opts.split,
+        len(mix_state.todo),
+        len(mix_state.complete),
+        len(at_state.todo),
+        len(at_state.complete),
+    )
+    if todo:
+        with ShardProgress(
+            [mix_dir, at_dir], 0, todo + len(mix_state.complete) + len(at_state.complete)
+        ) as _:
+            workers = local_worker_count(len(mix_state.todo) * opts.shard_size, todo)
+            options = pipeline_options(beam_args, num_workers=workers)
+            summary.runner = _describe_runner(options)
+            with beam.Pipeline(options=options) as p:
+                if mix_state.todo:
+                    _ = (
+                        p
+                        | "MixtureShards" >> beam.Create(mix_state.todo)
+                        | "SpreadMixtures" >> beam.Reshuffle()
+                        | "RenderMixtures"
+                        >> beam.ParDo(
+                            RenderMixtureShardFn(
+                                mix_dir,
+                                mix_fp,
+                                opts.num_mixtures,
+                                opts.shard_size,
+                                sources_path,
+                                opts.split,
+                                opts.seed,
+                                cfg,
+                                code_version=version,
+                            )
+                        )
+                    )
+                if at_state.todo:
+                    _ = (
+                        p
+                        | "AudioTextShards" >> beam.Create(at_state.todo)
+                        | "SpreadAudioText" >> beam.Reshuffle()
+                        | "WriteAudioText"
+                        >> beam.ParDo(
+                            AudioTextShardFn(
+                                at_dir,
+                                at_fp,
+                                len(at_rows),
+                                at_size,
+                                sources_path,
+                                opts.seed,
+                                code_version=version,
+                            )
+                        )
+                    )
+
+    # index.json from every shard's sidecar (including shards from earlier runs)
+    extra = {
+        "split": opts.split,
+        "seed": opts.seed,
+        "code_version": version,
+        "format_version": records.RENDER_FORMAT_VERSION,
+        "pool_skipped": summary.pool_skipped,
+    }
+    _check_all_complete(mix_dir, mix_fp, n_mix, opts.shard_size, opts.num_mixtures)
+    mix_side = shards.read_sidecars(mix_dir, range(n_mix))
+    shards.write_index(mix_dir, shards.build_index(mix_dir, mix_cfg, mix_fp, mix_side, extra))
+    new = [m for m in mix_side if m["shard"] in set(mix_state.todo)]
+    summary.mixture_shards_written = len(new)
+    summary.mixtures_written = sum(m["count"] for m in new)
+    new_stats = sum_stats(new)
+    summary.events_placed = new_stats["events_placed"]
+    summary.events_dropped_by_relabel = new_stats["events_dropped_by_relabel"]
+    summary.mixtures_skipped = new_stats["mixture_skipped_background_failed"]
+    summary.mixture_notes = notes_of(new_stats, MIXTURE_COUNTERS)
+    if opts.audio_text:
+        _check_all_complete(at_dir, at_fp, n_at, at_size, len(at_rows))
+        at_side = shards.read_sidecars(at_dir, range(n_at))
+        shards.write_index(at_dir, shards.build_index(at_dir, at_cfg, at_fp, at_side, extra))
+        new_at = [m for m in at_side if m["shard"] in set(at_state.todo)]
+        summary.audio_text_shards_written = len(new_at)
+        summary.audio_text_written = sum(m["count"] for m in new_at)
+        summary.audio_text_notes = notes_of(sum_stats(new_at), AUDIO_TEXT_COUNTERS)
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def local_worker_count(mixtures_todo: int, shards_todo: int, cores: int | None = None) -> int:
+    """Workers for the local FnApiRunner when --direct_num_workers is not given.
+
+    Worker processes cost seconds each to start (importing Beam, numpy, scipy), so small jobs run in one
+    in-process worker; from :data:`PARALLEL_MIN_MIXTURES` mixtures on, one process per core (at most one
+    per shard).
+    """
+    cores = cores or os.cpu_count() or 1
+    if mixtures_todo < PARALLEL_MIN_MIXTURES:
+        return 1
+    return max(1, min(cores, shards_todo))
+
+
+def _describe_runner(options: Any) -> str:
+    """e.g. ``FnApiRunner, 2 workers (multi_processing)`` or ``DataflowRunner``."""
+    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+
+    name = str(options.view_as(StandardOptions).runner or "").rsplit(".", 1)[-1]
+    if name in ("FnApiRunner", "DirectRunner"):
+        direct = options.view_as(DirectOptions)
+        n = direct.direct_num_workers
+        return f"{name}, {n} worker{'s' if n != 1 else ''}" + (
+            f" ({direct.direct_running_mode})" if n != 1 else ""
+        )
+    return name
+
+
+def _set_filesystem_options(beam_args: Sequence[str]) -> None:
+    """Let the driver read/write gs:// etc. with the pipeline's credentials before the pipeline exists."""
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    FileSystems.set_options(PipelineOptions(list(beam_args)))
+
+
+def _warn_local_paths(runner: str, out: str, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Remote workers usually cannot see this machine's files: say so before the job starts."""
+    local = [r["path"] for r in rows if not shards.is_remote(r["path"])]
+    if not shards.is_remote(out):
+        log.warning(
+            "%s: --out %s is a local path; remote workers need a shared URI (gs://, s3://, ...)", runner, out
+        )
+    if local:
+        log.warning(
+            "%s: %d source paths are local (e.g. %s); remote workers need URIs or a shared file system",
+            runner,
+            len(local),
+            local[0],
+        )
+
+
+def _check_all_complete(split_dir: str, fp: str, n: int, shard_size: int, num_samples: int) -> None:
+    state = shards.scan_split_dir(split_dir, fp, n, shard_size, num_samples)
+    if state.todo:
+        raise RuntimeError(f"{split_dir}: shards {state.todo[:10]} are missing after the pipeline finished")

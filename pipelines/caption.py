@@ -170,27 +170,15 @@ def beam_pipeline_args(job: CaptionJob) -> list[str]:
 
 
 def metadata_rows(job: CaptionJob) -> tuple[list[dict], list[dict]]:
-    """Metadata rows with ids (first of each id kept) and the skipped duplicates/bad rows."""
-    from synth.errors import MetadataError
-    from synth.ingest import find_metadata, read_metadata, row_id, scan_audio_files
+    """Metadata rows with ids (first of each id kept) and the skipped duplicates/bad rows (synth.ingest)."""
+    from synth.ingest import dedupe_rows, find_metadata, read_metadata, scan_audio_files
 
     assert job.corpus is not None
     remote = "://" in job.corpus
     meta = job.metadata or (job.corpus.rstrip("/") + "/metadata.csv" if remote else find_metadata(job.corpus))
     rows = read_metadata(meta) if meta else scan_audio_files(job.corpus)  # remote folders are not scanned
-    good, skipped, seen = [], [], {}
-    for row in rows:
-        try:
-            rid = row_id(row, job.corpus)
-        except MetadataError as exc:
-            skipped.append({"path": str(row.get("path")), "reason": "bad_metadata", "detail": str(exc)})
-            continue
-        if rid in seen:
-            skipped.append({"path": str(row.get("path")), "reason": "duplicate_id", "detail": f"id {rid!r}"})
-            continue
-        seen[rid] = True
-        good.append({**row, "id": rid})
-    return good, skipped
+    kept, skipped = dedupe_rows(rows, job.corpus)
+    return kept, [{"path": s.path, "reason": s.reason, "detail": s.detail} for s in skipped]
 
 
 def run(job: CaptionJob) -> dict:

@@ -286,3 +286,24 @@ def test_remote_corpus_through_beam_filesystems(demo_corpus):
     assert r.skipped[0].path == f"{base}/audio/gone.wav"
     with pytest.raises(MetadataError, match="no metadata"):
         ingest_corpus(base)
+
+
+def test_dedupe_rows_ids_first_kept_and_skips(tmp_path):
+    """The one id/duplicate rule shared by ingest_corpus and pipelines/caption.py."""
+    from synth.ingest import dedupe_rows
+
+    rows = [
+        {"path": "a/x.wav"},  # no id: relative path
+        {"id": "dog", "path": "b/dog.wav"},
+        {"id": "dog", "path": "c/dog2.wav"},  # duplicate id
+        {"path": "a/x.wav"},  # same derived id
+        {"path": "  "},  # no path, no id
+    ]
+    kept, skipped = dedupe_rows(rows, tmp_path)
+    assert [r["id"] for r in kept] == ["a/x.wav", "dog"] and kept[1]["path"] == "b/dog.wav"
+    assert [(s.path, s.reason) for s in skipped] == [
+        ("c/dog2.wav", "duplicate_id"),
+        ("a/x.wav", "duplicate_id"),
+        ("", "bad_metadata"),
+    ]
+    assert "b/dog.wav" in skipped[0].detail and "id" not in rows[0]  # inputs are not modified

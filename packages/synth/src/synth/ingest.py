@@ -13,7 +13,8 @@ Choices:
   is stable and unique per file.
 - Skips are counted, never fatal: missing file (``missing_file``), undecodable (``decode_error``), no
   samples (``empty_audio``), empty path (``bad_metadata``), and a **duplicate id** (``duplicate_id``: the
-  first row with the id is kept, later rows are skipped). Each skip is logged with its reason.
+  first row with the id is kept, later rows are skipped; :func:`dedupe_rows`, also used by
+  ``pipelines/caption.py``). Each skip is logged with its reason.
 - Loudness (``cfg.measure_loudness``): the file is decoded to 48 kHz mono (as the renderer sees it) and
   measured with ``synth.loudness.measure_loudness_db``; a fully silent file stores null.
 - ``probe_row`` / ``try_probe_row`` are the per-row functions a Beam pipeline can map; the split needs all
@@ -336,6 +337,33 @@ def _metadata_rows(corpus_dir: str, metadata: Any) -> list[dict[str, Any]]:
     return rows
 
 
+def dedupe_rows(
+    rows: Iterable[Mapping[str, Any]], corpus_dir: str | os.PathLike
+) -> tuple[list[dict[str, Any]], list[SkippedFile]]:
+    """Give every metadata row its id (:func:`row_id`); keep the first row of each id.
+
+    Returns (kept rows with ``id`` set, in order; skipped rows: ``bad_metadata`` when no id can be made,
+    ``duplicate_id`` for later rows of an id)."""
+    kept: list[dict[str, Any]] = []
+    skipped: list[SkippedFile] = []
+    first_path: dict[str, str] = {}
+    for row in rows:
+        path_value = _text(row.get("path"))
+        try:
+            rid = row_id(row, corpus_dir)
+        except MetadataError as exc:
+            skipped.append(SkippedFile(path_value, "bad_metadata", str(exc)))
+            continue
+        if rid in first_path:
+            skipped.append(
+                SkippedFile(path_value, "duplicate_id", f"id {rid!r} already used by {first_path[rid]}")
+            )
+            continue
+        first_path[rid] = path_value
+        kept.append({**row, "id": rid})
+    return kept, skipped
+
+
 def ingest_counts(
     files_seen: int, rows: Sequence[Mapping[str, Any]], skipped: Sequence[SkippedFile]
 ) -> dict[str, Any]:
@@ -368,23 +396,7 @@ def ingest_corpus(
     t0 = time.perf_counter()
     corpus = os.fspath(corpus_dir)
     rows = _metadata_rows(corpus, metadata)
-    skipped: list[SkippedFile] = []
-    first_path: dict[str, str] = {}
-    todo: list[dict[str, Any]] = []
-    for row in rows:
-        path_value = _text(row.get("path"))
-        try:
-            rid = row_id(row, corpus)
-        except MetadataError as exc:
-            skipped.append(SkippedFile(path_value, "bad_metadata", str(exc)))
-            continue
-        if rid in first_path:
-            skipped.append(
-                SkippedFile(path_value, "duplicate_id", f"id {rid!r} already used by {first_path[rid]}")
-            )
-            continue
-        first_path[rid] = path_value
-        todo.append({**row, "id": rid})
+    todo, skipped = dedupe_rows(rows, corpus)
 
     tasks = [(r, corpus, cfg) for r in todo]
     bar = dict(total=len(tasks), desc="ingest", unit="file", disable=not cfg.progress)

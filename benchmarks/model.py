@@ -13,6 +13,11 @@ With --paired-peer (needs PEER_SRC, and `lightning` importable) it first builds 
 process, loads its random weights into ours through FLAM.from_openflam, reports the max output difference and
 times both alternately on the same input (the fairest ratio on a shared machine).
 
+`e2e_<config>_<dtype>[_compiled]` rows time the whole user path: --e2e-clips random 10-s clips (a list of numpy
+arrays at 48 kHz) + 5 texts through FLAM.frame_probabilities_batch with inference_batch_size=--e2e-batch, host→device
+transfer, text side, stitching and the probabilities back on the host included; beside them the peer's
+frames-only clips/s of the paired section when present. They run for `base` (else the first config).
+
 Prints one JSON object (updated after every row) and writes $OUT/model_bench.json when OUT is set.
 """
 
@@ -129,8 +134,10 @@ def bench_pipeline(model: FLAM, device: str, seconds: float, n_texts: int, dtype
     model.inference_hop_frames = hop
     wave = (np.random.default_rng(0).standard_normal(int(seconds * 48000)) * 0.1).astype(np.float32)
     texts = [f"sound number {i}" for i in range(n_texts)]
-    model.frame_probabilities(wave[: 48000 * 12], 48000, texts)  # warm-up
+    t = time.perf_counter()
+    model.frame_probabilities(wave, 48000, texts)  # first call: pinned staging buffers, cuDNN/cuBLAS set-up
     sync(device)
+    first = time.perf_counter() - t
     t = time.perf_counter()
     p = model.frame_probabilities(wave, 48000, texts)
     sync(device)
@@ -138,7 +145,40 @@ def bench_pipeline(model: FLAM, device: str, seconds: float, n_texts: int, dtype
     model.autocast_dtype = None
     model.inference_hop_frames = 16
     return {"audio_s": seconds, "hop_frames": hop, "n_texts": n_texts, "wall_s": round(s, 2), "x_realtime": round(seconds / s, 1),
-            "shape": list(p.shape)}  # fmt: skip
+            "first_call_s": round(first, 2), "shape": list(p.shape)}  # fmt: skip
+
+
+def bench_e2e(model: FLAM, device: str, n_clips: int, n_texts: int, dtype: str, compiled: bool, batch: int,
+              iters: int, ref: list | None = None) -> tuple[dict, list]:  # fmt: skip
+    """End to end as a user calls it: a list of N 10-s numpy clips at 48 kHz + texts through
+    frame_probabilities_batch (host→device transfer, text side, stitching, probabilities back on the host)."""
+    model.eval()
+    model.autocast_dtype = torch.bfloat16 if dtype == "bf16" else None
+    model.inference_batch_size = batch
+    model.inference_hop_frames = 16
+    rng = np.random.default_rng(0)
+    waves = list(rng.standard_normal((n_clips, 480000), dtype=np.float32) * np.float32(0.1))
+    texts = [f"sound number {i}" for i in range(n_texts)]
+    if compiled:
+        model.compile()
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        t0 = time.perf_counter()
+        probs = model.frame_probabilities_batch(waves, 48000, texts)  # first call (compilation when compiled)
+        first = time.perf_counter() - t0
+        s = timed(lambda: model.frame_probabilities_batch(waves, 48000, texts), device, 0, iters)
+    finally:
+        object.__setattr__(model, "_compiled_audio", None)  # back to eager for the other rows
+        model.autocast_dtype = None
+    row = {"n_clips": n_clips, "n_texts": n_texts, "batch": batch, "clips_per_s": round(n_clips / s, 1),
+           "x_realtime": round(10 * n_clips / s, 1), "wall_s": round(s, 3), "first_call_s": round(first, 1),
+           "out": [len(probs), *probs[0].shape], **peak_mem(device)}  # fmt: skip
+    if ref is not None:  # e.g. compiled vs eager on the same clips
+        row["max_abs_diff_vs_eager"] = float(
+            max(np.abs(a - b).max() for a, b in zip(probs, ref, strict=True))
+        )
+    return row, probs
 
 
 def find_peer_script() -> Path:
@@ -227,7 +267,9 @@ def main() -> None:
     ap.add_argument("--text-encoder", default=default_text_dir(), help="local HF dir (config + tokenizer)")
     ap.add_argument("--warmup", type=int, default=3 if cuda else 1)
     ap.add_argument("--iters", type=int, default=10 if cuda else 2)
-    ap.add_argument("--skip", default="", help="comma list of parts to skip: frames,train,pipeline")
+    ap.add_argument("--skip", default="", help="comma list of parts to skip: frames,train,pipeline,e2e")
+    ap.add_argument("--e2e-clips", type=int, default=1024 if cuda else 8, help="clips in the end-to-end rows")
+    ap.add_argument("--e2e-batch", type=int, default=256 if cuda else 4, help="inference_batch_size there")
     ap.add_argument(
         "--paired-peer", action="store_true", help="also time OpenFLAM's model from $PEER_SRC here"
     )
@@ -296,6 +338,28 @@ def main() -> None:
                     model, device, args.pipeline_seconds, 5, dtype, hop
                 )
                 emit()
+        e2e_name = "base" if "base" in args.configs.split(",") else args.configs.split(",")[0]
+        if "e2e" not in skip and name == e2e_name:
+            dtype = args.dtypes.split(",")[-1]
+            peer = (
+                res.get("paired_openflam", {}).get(f"B{args.e2e_batch}_{dtype}", {}).get("peer_clips_per_s")
+            )
+            eager = None
+            for comp in args.compile.split(","):
+                key = f"e2e_{name}_{dtype}" + ("_compiled" if comp == "on" else "")
+                try:
+                    row, probs = bench_e2e(model, device, args.e2e_clips, 5, dtype, comp == "on", args.e2e_batch,
+                                           3 if cuda else 1, eager)  # fmt: skip
+                    eager = probs if comp == "off" else eager
+                    # beside it the peer's frames-only number (no text side, no stitching, input already on GPU)
+                    if peer:
+                        row |= {"peer_frames_clips_per_s": peer, "speedup_vs_peer_frames": round(row["clips_per_s"] / peer, 2)}  # fmt: skip
+                    res[key] = row
+                except Exception as e:  # noqa: BLE001
+                    res[key] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
+                emit()
+                if cuda:
+                    torch.cuda.empty_cache()
         del model
         if cuda:
             torch.cuda.empty_cache()

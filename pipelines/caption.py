@@ -107,6 +107,13 @@ def parse_args(argv: Sequence[str] | None = None) -> CaptionJob:
     p.add_argument("--cache", help="caption cache folder (default: <folder of --out>/caption_cache)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the caption cache")
     p.add_argument(
+        "--cache-flush-every",
+        type=int,
+        help="cache entries per write: default 1 for local/shared-filesystem caches (each answer fsync'ed), "
+        "64 for gs:// and other object stores (one segment object per write; a killed worker re-sends at most "
+        "N-1 buffered answers plus its requests in flight)",
+    )
+    p.add_argument(
         "--retry-cached-failures",
         action="store_true",
         help="ask again for files whose cached LLM answers were invalid",
@@ -122,8 +129,8 @@ def parse_args(argv: Sequence[str] | None = None) -> CaptionJob:
         p.error(f"unexpected argument {beam_args[0]!r} (Beam options are --name=value)")
     if args.metadata and not args.corpus:
         p.error("--metadata needs --corpus (relative paths resolve against the corpus folder)")
-    for name in ("captions_per_file", "max_concurrency", "max_attempts", "batch_size"):
-        if getattr(args, name) < 1:
+    for name in ("captions_per_file", "max_concurrency", "max_attempts", "batch_size", "cache_flush_every"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -144,6 +151,7 @@ def parse_args(argv: Sequence[str] | None = None) -> CaptionJob:
         captioner=args.captioner,
         client=client,
         cache=cache if args.captioner == "vllm" else None,
+        cache_flush_every=args.cache_flush_every,
         retry_cached_failures=args.retry_cached_failures,
         api_key_env=tuple(n.strip() for n in args.api_key_env.split(",") if n.strip()),
     )

@@ -64,3 +64,35 @@ def test_segment_mode_through_beam_filesystems(tmp_path):
     assert len(list(tmp_path.glob("seg-*.jsonl"))) == 3
     r = CaptionCache(tmp_path, segments=True)
     assert len(r) == 7 and r.get("k6")["key"] == "k6"
+
+
+def test_refresh_reads_other_writers_entries(tmp_path):
+    """A reader opened earlier sees what another writer added since (a retried bundle sees a dead worker's
+    answers); a line still being written is read once it is complete."""
+    reader = CaptionCache(tmp_path)
+    writer = CaptionCache(tmp_path)
+    writer.put("k1", {"status": "ok", "captions": ["a b"]})
+    assert reader.get("k1") is None and reader.refresh() == 1 and reader.get("k1")["captions"] == ["a b"]
+    assert reader.refresh() == 0  # nothing new
+    seg = next(tmp_path.glob("seg-*.jsonl"))
+    line = '{"key": "k2", "status": "ok", "captions": ["c d"]}\n'
+    with open(seg, "a") as fh:
+        fh.write(line[:20])
+        fh.flush()
+        assert reader.refresh() == 0 and reader.get("k2") is None  # half a line: not consumed
+        fh.write(line[20:])
+    assert reader.refresh() == 1 and reader.get("k2")["captions"] == ["c d"]
+    writer.close()
+    reader.close()
+
+
+def test_remote_segments_flush_every_and_refresh(tmp_path):
+    reader = CaptionCache(tmp_path, segments=True)
+    writer = CaptionCache(tmp_path, segments=True, flush_every=2)
+    for i in range(3):
+        writer.put(f"k{i}", {"status": "ok", "captions": ["a b"]})
+    # one object of 2 entries written; the 3rd is buffered: a killed writer would lose it (flush_every - 1)
+    assert reader.refresh() == 2 and reader.get("k2") is None
+    writer.flush()  # the pipeline flushes at every bundle end
+    assert reader.refresh() == 1 and len(reader) == 3
+    assert writer.refresh() == 0  # its own objects are not read back

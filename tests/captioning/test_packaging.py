@@ -77,3 +77,12 @@ def test_local_runner_builds_nothing(caption_cli, tmp_path):
     args = caption_cli.beam_pipeline_args(job)
     assert "--runner=FnApiRunner" in args and not any(a.startswith("--extra_package") for a in args)
     assert job.settings.captioner == "template" and job.cache is None
+
+
+def test_cache_flush_every_flag(caption_cli, tmp_path):
+    base = ["--corpus", str(tmp_path), "--out", "gs://b/m.parquet", "--captioner", "vllm"]
+    assert caption_cli.parse_args(base).settings.cache_flush_every is None  # 64 on gs://, 1 locally
+    job = caption_cli.parse_args([*base, "--cache-flush-every", "1"])
+    assert job.settings.cache_flush_every == 1 and job.cache == "gs://b/caption_cache"
+    with pytest.raises(SystemExit):
+        caption_cli.parse_args([*base, "--cache-flush-every", "0"])

@@ -38,6 +38,7 @@ class CaptionSettings:
     captioner: str = "template"  # template | vllm
     client: ClientConfig = field(default_factory=ClientConfig)
     cache: str | None = None  # cache folder (local path or URI); None: no cache
+    cache_flush_every: int | None = None  # entries per cache write; None: 1 local, 64 remote (cache.py)
     retry_cached_failures: bool = False
     api_key_env: tuple[str, ...] = API_KEY_ENV_VARS
 
@@ -62,7 +63,7 @@ class CaptionBatchDoFn(beam.DoFn):
             self._captioner = TemplateCaptioner(s.client.captions_per_file)
             return
         self._loop = asyncio.new_event_loop()
-        self._cache = CaptionCache(s.cache) if s.cache else None
+        self._cache = CaptionCache(s.cache, flush_every=s.cache_flush_every) if s.cache else None
         self._captioner = LLMCaptioner(
             s.client,
             cache=self._cache,
@@ -99,6 +100,10 @@ class CaptionBatchDoFn(beam.DoFn):
         )  # fmt: skip
         for row, res in zip(rows, results, strict=True):
             yield {**row, **res.columns()}
+
+    def start_bundle(self) -> None:
+        if self._cache is not None:
+            self._cache.refresh()  # answers other workers wrote since setup (e.g. a dead worker's, on retry)
 
     def finish_bundle(self) -> None:
         if self._cache is not None:

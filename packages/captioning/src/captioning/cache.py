@@ -1,13 +1,17 @@
 """Persistent caption cache: a folder of append-only JSONL segments, one segment per writer.
 
 Key = sha256 of (model, prompt version, captions per file, sanitised prompt inputs). Every writer (a Beam
-DoFn instance, a process) appends to its own segment file, so concurrent writers on one machine never share a
-file and need no lock; readers load every segment when the cache is opened. Locally each entry is written,
-flushed and fsync'ed before the caption is used, so a killed run loses at most the requests in flight.
-On a remote file system (gs://…, any URI Beam's FileSystems knows) objects cannot be appended to: entries
-are buffered and written as a new segment object every `flush_every` entries and when the writer closes
-(at the end of every bundle in the pipeline), so a killed worker loses at most one unflushed buffer.
-A torn last line (a process killed mid-write) is skipped when reading.
+DoFn instance, a process) appends to its own segment file, so concurrent writers never share a file and need
+no lock. Readers load every segment when the cache is opened, and `refresh()` (called at every bundle start
+in the pipeline) reads what other writers added since, so a retried bundle sees a dead worker's answers.
+
+Local or shared file system (NFS/Filestore): each entry is written, flushed and fsync'ed before the caption
+is used (`flush_every=1`), so a killed run or worker loses at most the requests that were in flight.
+Remote object stores (gs://…, any URI Beam's FileSystems knows) cannot append: entries are buffered and
+written as a new immutable segment object every `flush_every` entries (default 64) and when the writer
+flushes/closes (at the end of every bundle in the pipeline), so a killed writer also loses up to
+`flush_every - 1` answered-but-unwritten entries. Only complete lines are consumed; a torn last line (a
+process killed mid-write) is counted and skipped.
 """
 
 from __future__ import annotations
@@ -58,6 +62,9 @@ class CaptionCache:
         self.fsync = fsync
         self.writer_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._entries: dict[str, dict] = {}
+        self._consumed: dict[str, int] = {}  # bytes of complete lines read, per segment path
+        self._own_path: str | None = None
+        self._tails_seen: set[tuple[str, int]] = set()
         self._buffer: list[dict] = []
         self._fh = None
         self._segments_written = 0
@@ -75,26 +82,54 @@ class CaptionCache:
         root.mkdir(parents=True, exist_ok=True)
         return sorted(str(p) for p in root.glob(SEGMENT_GLOB))
 
-    def _read_text(self, path: str) -> str:
+    def _read_new_bytes(self, path: str) -> bytes:
+        """Bytes of `path` past what was consumed (remote segment objects are immutable: read once)."""
+        start = self._consumed.get(path, 0)
         if self.remote:
+            if path in self._consumed:
+                return b""
             from apache_beam.io.filesystems import FileSystems
 
             with FileSystems.open(path) as fh:
-                return fh.read().decode("utf-8", errors="replace")
-        return Path(path).read_text(encoding="utf-8", errors="replace")
+                return fh.read()
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            return fh.read()
+
+    def _read_segment(self, path: str) -> int:
+        """Load the complete new lines of one segment; returns how many entries were read."""
+        data = self._read_new_bytes(path)
+        if self.remote:
+            end = len(data)  # written whole
+        else:
+            end = data.rfind(b"\n") + 1  # a line still being written is read next time
+        self._consumed[path] = self._consumed.get(path, 0) + end
+        n = 0
+        pieces = data[:end].decode("utf-8", errors="replace").splitlines()
+        tail = (path, self._consumed[path])
+        if end < len(data) and tail not in self._tails_seen:  # torn (or still being written): counted once
+            self._tails_seen.add(tail)
+            pieces.append(data[end:].decode("utf-8", errors="replace"))
+        for line in pieces:
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+                self._entries[entry["key"]] = entry
+                n += 1
+            except (json.JSONDecodeError, KeyError, TypeError):
+                self.corrupt_lines += 1
+        return n
 
     def _load(self) -> None:
         for path in self._segment_paths():
-            for line in self._read_text(path).splitlines():
-                if not line.strip():
-                    continue
-                try:
-                    entry = json.loads(line)
-                    self._entries[entry["key"]] = entry
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    self.corrupt_lines += 1
+            self._read_segment(path)
         if self.corrupt_lines:
             log.warning("caption cache %s: skipped %d torn/corrupt lines", self.location, self.corrupt_lines)
+
+    def refresh(self) -> int:
+        """Read entries other writers added since this cache was opened; returns how many were read."""
+        return sum(self._read_segment(p) for p in self._segment_paths() if p != self._own_path)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -125,13 +160,16 @@ class CaptionCache:
             from apache_beam.io.filesystems import FileSystems
 
             name = f"seg-{self.writer_id}-{self._segments_written:06d}.jsonl"
-            with FileSystems.create(FileSystems.join(self.location, name)) as fh:
+            path = FileSystems.join(self.location, name)
+            with FileSystems.create(path) as fh:
                 fh.write(text.encode("utf-8"))
+            self._consumed[path] = len(text.encode("utf-8"))  # our own object: never re-read
             self._segments_written += 1
         else:
             if self._fh is None:
                 root = Path(self.location.removeprefix("file://"))
-                self._fh = open(root / f"seg-{self.writer_id}.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+                self._own_path = str(root / f"seg-{self.writer_id}.jsonl")
+                self._fh = open(self._own_path, "a", encoding="utf-8")  # noqa: SIM115
             self._fh.write(text)
             self._fh.flush()
             if self.fsync:

@@ -6,6 +6,7 @@
 #   scripts/serve_vllm.sh --model Qwen/Qwen2.5-7B-Instruct --tp 1 --port 8001
 #   FLAM_LLM_API_KEY=... scripts/serve_vllm.sh              # require a bearer key (read from the env only)
 #   scripts/serve_vllm.sh --dry-run                         # print the command, start nothing
+# Mixtral's chat template rejects a system role: keep pipelines/caption.py at --system-prompt merged (default).
 #
 # Options: --model NAME  --tp N (tensor parallel size; default: number of visible GPUs)  --port P
 #          --host H (default 0.0.0.0)  --venv DIR (default ~/.cache/flam/venv-vllm; created with uv if missing)

@@ -13,7 +13,8 @@ Batching: the `*_batch` functions take a list of inputs (any lengths, rates, cha
 are cut as above, concatenated and run through the audio branch in chunks of `model.inference_batch_size`
 (one copy per input into the chunk, no per-window Python), stitched back per input with one gather on the
 frame grid; the text side runs once per call and the probabilities are one float32 matmul + sigmoid on the
-device. The single-file functions are the batch functions called with one input.
+device. The single-file functions are the batch functions called with one input. After the opt-in
+`model.compile()` every chunk is padded to `inference_batch_size` windows (one compiled shape).
 """
 
 from __future__ import annotations
@@ -168,7 +169,7 @@ def _window_features(model: FLAM, views: list[torch.Tensor], offsets: np.ndarray
     dev = model.device
     cuda = dev.type == "cuda"
     chunks = [(a, min(a + bs, total)) for a in range(0, total, bs)]
-    n_slots = min(2, len(chunks))
+    n_slots = min(2, len(chunks)) if cuda else 1  # double buffering only where copies run beside compute
     rows = bs if (pad or len(chunks) > 1) else total
     host = [torch.empty(rows, win, pin_memory=cuda) for _ in range(n_slots)]
     if not cuda:

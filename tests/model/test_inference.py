@@ -154,13 +154,14 @@ def test_any_rate_and_channels(model, wave):
 
 def test_single_text_and_methods(model, wave):
     clip = wave[:480000]
-    a = model.frame_probabilities(clip, SR, ["dog"])
-    u = model.frame_probabilities(clip, SR, ["dog"], method="unbiased")
+    a = model.frame_probabilities(clip, SR, ["dog"], median_filter=1)  # raw
+    u = model.frame_probabilities(clip, SR, ["dog"], method="unbiased", median_filter=1)
     assert a.shape == u.shape == (1, 32)
     # β starts at −8 ⇒ unbiased ≈ approximate
     np.testing.assert_allclose(a, u, atol=5e-3)
-    med = model.frame_probabilities(clip, SR, ["dog"], median_filter=3)
+    med = model.frame_probabilities(clip, SR, ["dog"])  # default: the 3-frame median (App. C.7)
     np.testing.assert_allclose(med, median_filter_frames(a, 3))
+    assert not np.allclose(med, a)  # the filter did something on this input
 
 
 def test_bad_inputs_are_clear_errors(model, wave):
@@ -202,18 +203,20 @@ def test_detect_end_to_end(model, wave):
 def test_audio_file_any_rate_and_channels(model, wave, tmp_path):
     import soundfile as sf
 
-    from model.audio_io import load_audio_file
+    from synth.audio import read_audio
+    from synth.errors import AudioDecodeError
 
     stereo = np.stack([wave[: 4 * SR], 0.5 * wave[: 4 * SR]])
     x44 = np.stack([soxr.resample(c, SR, 44100) for c in stereo])
     sf.write(tmp_path / "a.flac", x44.T, 44100)
-    data, sr = load_audio_file(tmp_path / "a.flac")
+    data, sr = read_audio(tmp_path / "a.flac")  # [frames, channels]: the model takes channels × samples
+    data = data.T
     assert sr == 44100 and data.shape == x44.shape
     p = model.frame_probabilities(data, sr, TEXTS)
     assert p.shape == (2, 13)  # ceil(4 / 0.3125)
     (tmp_path / "bad.wav").write_bytes(b"not audio")
-    with pytest.raises(ValueError, match="bad.wav"):
-        load_audio_file(tmp_path / "bad.wav")
+    with pytest.raises(AudioDecodeError, match="bad.wav"):
+        read_audio(tmp_path / "bad.wav")
 
 
 @pytest.fixture(scope="module")
@@ -228,7 +231,7 @@ def mixed_batch(wave):
 @pytest.fixture(scope="module")
 def batch_probs(model, mixed_batch):
     assert model.inference_batch_size == 3  # chunks of 3 windows straddle the inputs (1 | 1 | 5 windows)
-    return model.frame_probabilities_batch(*mixed_batch, TEXTS)
+    return model.frame_probabilities_batch(*mixed_batch, TEXTS, median_filter=1)
 
 
 def test_batch_equals_single_file_calls(model, mixed_batch, batch_probs):
@@ -239,7 +242,8 @@ def test_batch_equals_single_file_calls(model, mixed_batch, batch_probs):
         (2, 87),
     ]  # ceil(3/0.3125), 32, ceil(27/0.3125)
     for p, w, sr in zip(batch_probs, waves, rates, strict=True):
-        np.testing.assert_allclose(p, model.frame_probabilities(w, sr, TEXTS), rtol=1e-5, atol=1e-5)
+        single = model.frame_probabilities(w, sr, TEXTS, median_filter=1)
+        np.testing.assert_allclose(p, single, rtol=1e-5, atol=1e-5)
     emb = model.frame_embeddings_batch(waves[:2], rates[:2])
     assert [e.shape for e in emb] == [(10, 512), (32, 512)]
     for e, w, sr in zip(emb, waves, rates[:2], strict=False):
@@ -311,7 +315,7 @@ def test_torch_compile_on_cpu_matches_eager(model, mixed_batch, batch_probs):
     waves, rates = mixed_batch
     model.compile()
     try:
-        got = model.frame_probabilities_batch(waves, rates, TEXTS)
+        got = model.frame_probabilities_batch(waves, rates, TEXTS, median_filter=1)
     finally:
         object.__setattr__(model, "_compiled_audio", None)
     for a, b in zip(got, batch_probs, strict=True):

@@ -177,8 +177,10 @@ class FLAM(nn.Module):
         return embed_text(self, texts)
 
     def frame_probabilities(self, wave: Any, sample_rate: int, texts: list[str], method: str = "approximate",
-                            median_filter: int = 1) -> np.ndarray:  # fmt: skip
-        """[n_texts, n_frames] probabilities (Eq. 8); `median_filter=3` applies the 3-frame median (App. C.7)."""
+                            median_filter: int = 3) -> np.ndarray:  # fmt: skip
+        """[n_texts, n_frames] probabilities (Eq. 8) after the 3-frame median filter (App. C.7).
+
+        `median_filter=1` gives the raw per-frame probabilities."""
         from model.inference import frame_probabilities
 
         return frame_probabilities(self, wave, sample_rate, texts, method, median_filter)
@@ -198,7 +200,7 @@ class FLAM(nn.Module):
         return embed_audio_batch(self, waves, sample_rate)
 
     def frame_probabilities_batch(self, waves: Sequence[Any], sample_rate: int | Sequence[int], texts: list[str],
-                                  method: str = "approximate", median_filter: int = 1) -> list[np.ndarray]:  # fmt: skip
+                                  method: str = "approximate", median_filter: int = 3) -> list[np.ndarray]:  # fmt: skip
         """Per input [n_texts, n_frames_i] probabilities (Eq. 8): one text pass, all windows batched in chunks of
         `inference_batch_size`, same windowing/stitching as `frame_probabilities` (which calls this)."""
         from model.inference import frame_probabilities_batch

@@ -56,9 +56,9 @@ def prepare_waveform(wave: Any, sample_rate: int, target_sr: int = 48000, check_
     if check_finite and not np.isfinite(np.dot(x, x)) and not np.isfinite(x).all():  # dot: fast path
         raise ValueError("wave contains NaN or Inf")
     if sample_rate != target_sr:
-        import soxr
+        from synth.audio import resample  # the resampler the training data went through (soxr)
 
-        x = soxr.resample(x, int(sample_rate), target_sr).astype(np.float32, copy=False)
+        x = resample(x, int(sample_rate), target_sr)
     return torch.from_numpy(np.ascontiguousarray(x))
 
 
@@ -307,7 +307,7 @@ def median_filter_frames(probs: np.ndarray, size: int) -> np.ndarray:
 
 @torch.inference_mode()
 def frame_probabilities_batch(model: FLAM, waves: Sequence[Any], sample_rate: int | Sequence[int], texts: list[str],
-                              method: str = "approximate", median_filter: int = 1) -> list[np.ndarray]:  # fmt: skip
+                              method: str = "approximate", median_filter: int = 3) -> list[np.ndarray]:  # fmt: skip
     """[n_texts, n_frames_i] frame probabilities (Eq. 8) per input: one text pass, all windows batched, one
     similarity matmul in float32 on the device, one transfer back."""
     if method not in ("approximate", "unbiased"):
@@ -326,7 +326,7 @@ def frame_probabilities_batch(model: FLAM, waves: Sequence[Any], sample_rate: in
 
 
 def frame_probabilities(model: FLAM, wave: Any, sample_rate: int, texts: list[str], method: str = "approximate",
-                        median_filter: int = 1) -> np.ndarray:  # fmt: skip
+                        median_filter: int = 3) -> np.ndarray:  # fmt: skip
     """[n_texts, n_frames] frame probabilities (Eq. 8), optional median filter."""
     return frame_probabilities_batch(model, [wave], sample_rate, texts, method, median_filter)[0]
 

@@ -12,7 +12,9 @@ import json
 import logging
 import os
 import re
+import shutil
 import sys
+import uuid
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
@@ -67,12 +69,13 @@ class KeyMismatchError(ValueError):
 
 
 # ---------------------------------------------------------------------------- own format
-def save_pretrained(model: FLAM, out_dir: str | os.PathLike) -> None:
-    """Write model.safetensors, config.json and text_encoder/ (HF config + tokenizer)."""
+_CHECKPOINT_ENTRIES = frozenset({WEIGHTS_NAME, CONFIG_NAME, TEXT_DIR})
+
+
+def _write_checkpoint(model: FLAM, out: Path) -> None:
+    """Write model.safetensors, config.json and text_encoder/ into the (new, empty) directory `out`."""
     from safetensors.torch import save_file
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     save_file(
         state, str(out / WEIGHTS_NAME), metadata={"format": "pt", "flam_format_version": str(FORMAT_VERSION)}
@@ -86,6 +89,52 @@ def save_pretrained(model: FLAM, out_dir: str | os.PathLike) -> None:
     )
 
 
+def _sibling(out: Path, tag: str) -> Path:
+    """New empty directory beside `out` (same file system, so renames are atomic; mode from the umask)."""
+    p = out.parent / f".{out.name}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    p.mkdir()
+    return p
+
+
+def save_pretrained(model: FLAM, out_dir: str | os.PathLike) -> None:
+    """Write model.safetensors, config.json and text_encoder/ (HF config + tokenizer) atomically.
+
+    Everything is written into a temporary directory beside `out_dir`, which then replaces it by rename: a save
+    killed part-way leaves the previous checkpoint (or none) in place, never a mix. An existing `out_dir` may only
+    hold a previous checkpoint (its files are replaced as a whole); other entries raise ValueError.
+    """
+    out = Path(out_dir)
+    if out.exists():
+        if not out.is_dir():
+            raise ValueError(f"cannot save a checkpoint to {out}: it exists and is not a directory")
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in _CHECKPOINT_ENTRIES)
+        if foreign:
+            raise ValueError(
+                f"cannot save a checkpoint to {out}: it holds entries that are not part of a FLAM checkpoint "
+                f"({', '.join(foreign[:10])}); choose an empty or new directory"
+            )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _sibling(out, "tmp")
+    try:
+        _write_checkpoint(model, tmp)
+        if out.exists():
+            old = _sibling(out, "old")
+            # between these two renames `out` is absent and the previous checkpoint lies whole in `old`
+            os.replace(out, old / out.name)
+            try:
+                os.replace(tmp, out)
+            except BaseException:
+                os.replace(old / out.name, out)
+                old.rmdir()
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def load_pretrained(ckpt_dir: str | os.PathLike, map_location: str = "cpu") -> FLAM:
     """Inverse of `save_pretrained` (strict: any key difference raises KeyMismatchError)."""
     from safetensors.torch import load_file
@@ -93,10 +142,13 @@ def load_pretrained(ckpt_dir: str | os.PathLike, map_location: str = "cpu") -> F
     d = Path(ckpt_dir)
     if not (d / CONFIG_NAME).is_file() or not (d / WEIGHTS_NAME).is_file():
         raise ValueError(f"{d} is not a FLAM checkpoint (needs {CONFIG_NAME} and {WEIGHTS_NAME})")
-    meta = json.loads((d / CONFIG_NAME).read_text())
-    if "flam" not in meta:
+    try:
+        meta = json.loads((d / CONFIG_NAME).read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{d / CONFIG_NAME} is not valid JSON ({e})") from e
+    if not isinstance(meta, dict) or "flam" not in meta:
         raise ValueError(f"{d / CONFIG_NAME} has no 'flam' section")
-    cfg = FLAMConfig.from_dict(meta["flam"])
+    cfg = FLAMConfig.from_dict(meta["flam"], source=str(d / CONFIG_NAME))
     text_path = Path(cfg.text.path)
     if not text_path.is_absolute():
         text_path = d / text_path

@@ -90,18 +90,37 @@ class FLAMConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> FLAMConfig:
-        d = dict(d)
-        audio = dict(d.pop("audio", {}))
+    def from_dict(cls, d: dict[str, Any], source: str = "config") -> FLAMConfig:
+        """Inverse of `to_dict`; every field must be present and none unknown (ValueError naming them and `source`)."""
+        unknown, missing = _key_diff(cls, d, "")
+        for name, kind in (("audio", HTSATConfig), ("frontend", FrontEndConfig), ("text", TextConfig)):
+            if isinstance(d, dict) and name in d:
+                u, m = _key_diff(kind, d[name], name + ".")
+                unknown, missing = unknown + u, missing + m
+        if unknown or missing:
+            parts = [
+                f"unknown key(s) {unknown}" if unknown else "",
+                f"missing key(s) {missing}" if missing else "",
+            ]
+            raise ValueError(f"{source}: {' and '.join(p for p in parts if p)} in the FLAM config")
+        top = dict(d)
+        audio = dict(top.pop("audio"))
         for k in ("depths", "num_heads"):
-            if k in audio:
-                audio[k] = tuple(audio[k])
+            audio[k] = tuple(audio[k])
         return cls(
             audio=HTSATConfig(**audio),
-            frontend=FrontEndConfig(**d.pop("frontend", {})),
-            text=TextConfig(**d.pop("text", {})),
-            **d,
+            frontend=FrontEndConfig(**top.pop("frontend")),
+            text=TextConfig(**top.pop("text")),
+            **top,
         )
+
+
+def _key_diff(kind: type, d: Any, prefix: str) -> tuple[list[str], list[str]]:
+    """(unknown, missing) keys of JSON object `d` against the fields of dataclass `kind`, named with `prefix`."""
+    names = {f.name for f in dataclasses.fields(kind)}
+    if not isinstance(d, dict):
+        return [f"{prefix.rstrip('.') or 'config'} (not a JSON object)"], []
+    return sorted(prefix + k for k in set(d) - names), sorted(prefix + k for k in names - set(d))
 
 
 def htsat_preset(name: str) -> HTSATConfig:

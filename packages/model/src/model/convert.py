@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 from model.checkpoint import import_laion_clap, import_openflam
 
@@ -21,11 +22,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--audio", default="base", choices=["tiny", "base"], help="HTSAT size (laion-clap only)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.kind == "openflam":
-        model = import_openflam(args.checkpoint, args.text_encoder)
-    else:
-        model = import_laion_clap(args.checkpoint, args.text_encoder, args.audio)
-    model.save_pretrained(args.out_dir)
+    try:
+        if args.kind == "openflam":
+            model = import_openflam(args.checkpoint, args.text_encoder)
+        else:
+            model = import_laion_clap(args.checkpoint, args.text_encoder, args.audio)
+        model.save_pretrained(args.out_dir)
+    except (ValueError, FileNotFoundError) as e:  # bad file / keys / output dir: say what, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     n = sum(p.numel() for p in model.parameters())
     print(f"wrote {args.out_dir} ({n / 1e6:.1f} M parameters)")
     return 0

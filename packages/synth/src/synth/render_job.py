@@ -292,10 +292,10 @@ def run_render(opts: RenderOptions, beam_args: Sequence[str] = ()) -> RenderSumm
         "format_version": records.RENDER_FORMAT_VERSION,
         "pool_skipped": summary.pool_skipped,
     }
-    _check_all_complete(mix_dir, mix_fp, n_mix, opts.shard_size, opts.num_mixtures)
-    mix_side = shards.read_sidecars(mix_dir, range(n_mix))
+    mix_side = _complete_sidecars(mix_dir, mix_fp, n_mix, opts.shard_size, opts.num_mixtures)
     shards.write_index(mix_dir, shards.build_index(mix_dir, mix_cfg, mix_fp, mix_side, extra))
-    new = [m for m in mix_side if m["shard"] in set(mix_state.todo)]
+    mix_new = set(mix_state.todo)
+    new = [m for m in mix_side if m["shard"] in mix_new]
     summary.mixture_shards_written = len(new)
     summary.mixtures_written = sum(m["count"] for m in new)
     new_stats = sum_stats(new)
@@ -304,10 +304,10 @@ def run_render(opts: RenderOptions, beam_args: Sequence[str] = ()) -> RenderSumm
     summary.mixtures_skipped = new_stats["mixture_skipped_background_failed"]
     summary.mixture_notes = notes_of(new_stats, MIXTURE_COUNTERS)
     if opts.audio_text:
-        _check_all_complete(at_dir, at_fp, n_at, at_size, len(at_rows))
-        at_side = shards.read_sidecars(at_dir, range(n_at))
+        at_side = _complete_sidecars(at_dir, at_fp, n_at, at_size, len(at_rows))
         shards.write_index(at_dir, shards.build_index(at_dir, at_cfg, at_fp, at_side, extra))
-        new_at = [m for m in at_side if m["shard"] in set(at_state.todo)]
+        at_new = set(at_state.todo)
+        new_at = [m for m in at_side if m["shard"] in at_new]
         summary.audio_text_shards_written = len(new_at)
         summary.audio_text_written = sum(m["count"] for m in new_at)
         summary.audio_text_notes = notes_of(sum_stats(new_at), AUDIO_TEXT_COUNTERS)
@@ -366,7 +366,11 @@ def _warn_local_paths(runner: str, out: str, rows: Sequence[Mapping[str, Any]]) 
         )
 
 
-def _check_all_complete(split_dir: str, fp: str, n: int, shard_size: int, num_samples: int) -> None:
+def _complete_sidecars(
+    split_dir: str, fp: str, n: int, shard_size: int, num_samples: int
+) -> list[dict[str, Any]]:
+    """Sidecars of shards 0..n-1 (read once, by the completeness scan); raises if any shard is missing."""
     state = shards.scan_split_dir(split_dir, fp, n, shard_size, num_samples)
     if state.todo:
         raise RuntimeError(f"{split_dir}: shards {state.todo[:10]} are missing after the pipeline finished")
+    return [state.complete[k] for k in range(n)]

@@ -173,8 +173,21 @@ def beam_pipeline_args(job: CaptionJob) -> list[str]:
     """Beam args with local defaults; for remote runners + --extra_package wheels of WORKER_PACKAGES."""
     from synth.beam_support import pipeline_args
 
-    wheel_dir = Path(job.wheel_dir) if job.wheel_dir else None
-    return pipeline_args(job.beam_args, packages=WORKER_PACKAGES, wheel_dir=wheel_dir)
+    return pipeline_args(job.beam_args, packages=WORKER_PACKAGES, wheel_dir=job.wheel_dir)
+
+
+def api_key_warning(job: CaptionJob) -> str | None:
+    """The warning for a Dataflow run started with the API key set here: workers do not get it."""
+    from synth.beam_support import runner_name
+
+    if "Dataflow" not in runner_name(job.beam_args) or not any(
+        os.environ.get(n) for n in job.settings.api_key_env
+    ):
+        return None
+    return (
+        f"the API key is not shipped to workers: workers read {'/'.join(job.settings.api_key_env)} from their "
+        "own environment (see docs/captioning.md)"
+    )
 
 
 def metadata_rows(job: CaptionJob) -> tuple[list[dict], list[dict]]:
@@ -193,7 +206,6 @@ def run(job: CaptionJob) -> dict:
     """Build and run the pipeline; returns the summary dict (also printed and written as JSON)."""
     import apache_beam as beam
     from apache_beam.io.filesystems import FileSystems
-    from apache_beam.options.pipeline_options import PipelineOptions
 
     from captioning.beam_fns import (
         CaptionBatchDoFn,
@@ -204,19 +216,14 @@ def run(job: CaptionJob) -> dict:
     )
     from captioning.captioner import format_summary
     from captioning.client import redact_url
+    from synth.beam_support import pipeline_options
     from synth.ingest import IngestConfig
     from synth.manifest import manifest_rows, read_manifest
 
-    args = beam_pipeline_args(job)
-    options = PipelineOptions(args)
-    FileSystems.set_options(options)
-    runner = next((a.split("=", 1)[1] for a in args if a.startswith("--runner=")), "")
-    if "Dataflow" in runner and any(os.environ.get(n) for n in job.settings.api_key_env):
-        log.warning(
-            "the API key is not shipped to workers: workers read %s from their own environment "
-            "(see docs/captioning.md)",
-            "/".join(job.settings.api_key_env),
-        )
+    options = pipeline_options(job.beam_args, packages=WORKER_PACKAGES, wheel_dir=job.wheel_dir)
+    warning = api_key_warning(job)
+    if warning:
+        log.warning("%s", warning)
     cfg = IngestConfig(
         n_captions=job.settings.client.captions_per_file, measure_loudness=job.measure_loudness
     )

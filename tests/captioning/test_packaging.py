@@ -86,3 +86,15 @@ def test_cache_flush_every_flag(caption_cli, tmp_path):
     assert job.settings.cache_flush_every == 1 and job.cache == "gs://b/caption_cache"
     with pytest.raises(SystemExit):
         caption_cli.parse_args([*base, "--cache-flush-every", "0"])
+
+
+@pytest.mark.parametrize("runner", [["--runner=DataflowRunner"], ["--runner", "DataflowRunner"]])
+def test_api_key_warning_for_dataflow_either_flag_form(caption_cli, tmp_path, monkeypatch, runner):
+    base = ["--corpus", "gs://b/corpus", "--out", "gs://b/m.parquet", "--captioner", "vllm"]
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("FLAM_LLM_API_KEY", raising=False)
+    assert caption_cli.api_key_warning(caption_cli.parse_args([*base, *runner])) is None  # no key set here
+    monkeypatch.setenv("FLAM_LLM_API_KEY", "sk-x")
+    warning = caption_cli.api_key_warning(caption_cli.parse_args([*base, *runner]))
+    assert warning is not None and "not shipped to workers" in warning and "FLAM_LLM_API_KEY" in warning
+    assert caption_cli.api_key_warning(caption_cli.parse_args(base)) is None  # local runner: same environment

@@ -160,7 +160,7 @@ def pipeline_args(
     beam_args: Sequence[str],
     packages: Sequence[str] = ("flam-synth",),
     num_workers: int | None = None,
-    wheel_dir: Path | None = None,
+    wheel_dir: str | os.PathLike | None = None,
 ) -> list[str]:
     """Beam arguments ready to run: local defaults, plus ``--extra_package`` wheels for remote runners.
 
@@ -176,7 +176,7 @@ def pipeline_args(
     if wheel_dir is None:
         wheel_dir = Path(tempfile.mkdtemp(prefix="flam-wheels-"))
         atexit.register(shutil.rmtree, wheel_dir, True)
-    wheels = build_wheels(packages, wheel_dir)
+    wheels = build_wheels(packages, Path(wheel_dir))
     log.info("%s: staging workspace wheels for workers: %s", name, ", ".join(w.name for w in wheels))
     return args + [f"--extra_package={w}" for w in wheels]
 
@@ -185,11 +185,12 @@ def pipeline_options(
     beam_args: Sequence[str],
     packages: Sequence[str] = ("flam-synth",),
     num_workers: int | None = None,
+    wheel_dir: str | os.PathLike | None = None,
 ) -> object:
     """``PipelineOptions`` from ``pipeline_args`` (Beam is imported here, not at module import)."""
     from apache_beam.io.filesystems import FileSystems
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    options = PipelineOptions(pipeline_args(beam_args, packages, num_workers))
+    options = PipelineOptions(pipeline_args(beam_args, packages, num_workers, wheel_dir))
     FileSystems.set_options(options)  # so the driver can read/write gs:// etc. with the same credentials
     return options

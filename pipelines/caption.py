@@ -55,6 +55,7 @@ def parse_args(argv: Sequence[str] | None = None) -> CaptionJob:
     from captioning.beam_fns import CaptionSettings
     from captioning.client import API_KEY_ENV_VARS, STRUCTURED_MODES, ClientConfig
     from captioning.prompt import SYSTEM_PROMPT_LAYOUTS, PromptConfig
+    from synth.beam_support import parse_cli, setup_logging
 
     d = ClientConfig()
     p = argparse.ArgumentParser(
@@ -124,17 +125,13 @@ def parse_args(argv: Sequence[str] | None = None) -> CaptionJob:
     )
     p.add_argument("--wheel-dir", help="remote runners: keep the built worker wheels here")
     p.add_argument("--log-level", default="INFO")
-    args, beam_args = p.parse_known_args(argv)
-    if beam_args and not beam_args[0].startswith("--"):
-        p.error(f"unexpected argument {beam_args[0]!r} (Beam options are --name=value)")
+    args, beam_args = parse_cli(p, argv)
     if args.metadata and not args.corpus:
         p.error("--metadata needs --corpus (relative paths resolve against the corpus folder)")
     for name in ("captions_per_file", "max_concurrency", "max_attempts", "batch_size", "cache_flush_every"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(args.log_level)
     client = ClientConfig(
         endpoint=args.endpoint,
         model=args.model,

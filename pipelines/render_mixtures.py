@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from synth.beam_support import parse_cli, setup_logging
 from synth.render_job import RenderOptions, run_render
 from synth.shards import ShardConfigError
 from synth.spec import MixtureConfig
@@ -54,12 +55,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[RenderOptions, list[s
     )
     p.add_argument("--ingest-workers", type=int, default=1, help="with --corpus: processes probing files")
     p.add_argument("--log-level", default="INFO")
-    args, beam_args = p.parse_known_args(argv)
-    if beam_args and not beam_args[0].startswith("--"):
-        p.error(f"unexpected argument {beam_args[0]!r} (Beam options are --name=value)")
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    args, beam_args = parse_cli(p, argv)
+    setup_logging(args.log_level)
     corpus = args.corpus
     if corpus is None and args.manifest is None:
         corpus = str(DEMO_CORPUS)

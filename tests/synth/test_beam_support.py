@@ -77,3 +77,32 @@ def test_remote_runner_stages_installable_workspace_wheel(tmp_path):
     code = f"import sys; sys.path.insert(0, {whl!r}); import synth.shards as s; print(s.__file__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().startswith(whl)
+
+
+def test_parse_cli_splits_beam_options_and_rejects_bare_words(capsys):
+    import argparse
+
+    p = argparse.ArgumentParser(prog="tool")
+    p.add_argument("--out", required=True)
+    args, beam = bs.parse_cli(p, ["--out", "x", "--runner", "DataflowRunner", "--project=P"])
+    assert args.out == "x" and beam == ["--runner", "DataflowRunner", "--project=P"]
+    assert bs.runner_name(beam) == "DataflowRunner"
+    with pytest.raises(SystemExit) as exc:
+        bs.parse_cli(p, ["--out", "x", "stray", "--runner=FnApiRunner"])
+    assert exc.value.code == 2
+    assert "unexpected argument 'stray' (Beam options are --name=value)" in capsys.readouterr().err
+
+
+def test_setup_logging_sets_level_and_shared_format():
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    root.handlers.clear()
+    try:
+        bs.setup_logging("debug")
+        assert root.level == logging.DEBUG and len(root.handlers) == 1
+        assert root.handlers[0].formatter._fmt == bs.LOG_FORMAT
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)

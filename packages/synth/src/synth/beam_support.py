@@ -9,6 +9,7 @@ how workers get the code (``--sdk_container_image``, ``--setup_file``, ``--extra
 
 from __future__ import annotations
 
+import argparse
 import atexit
 import logging
 import os
@@ -34,6 +35,27 @@ CODE_SHIPPING_FLAGS = (
     "--extra_package",
 )
 NO_WHEELS_FLAG = "--no_workspace_wheels"
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def parse_cli(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None = None
+) -> tuple[argparse.Namespace, list[str]]:
+    """Parse a pipeline command line: (the parser's own args, the rest as Beam options).
+
+    Exits through ``parser.error`` when the rest starts with a bare word (Beam options are ``--name=value``).
+    """
+    args, beam_args = parser.parse_known_args(argv)
+    if beam_args and not beam_args[0].startswith("--"):
+        parser.error(f"unexpected argument {beam_args[0]!r} (Beam options are --name=value)")
+    return args, beam_args
+
+
+def setup_logging(level: str) -> None:
+    """Root logging at ``level`` (a name such as ``info``) in the pipelines' shared format."""
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
 
 
 def _flag_value(args: Sequence[str], flag: str) -> str | None:

@@ -244,7 +244,7 @@ def fakefs(tmp_path, monkeypatch):
 
 def test_uri_paths_go_through_beam_filesystems(fakefs):
     split = "fakefs://out/train"
-    assert shards.is_remote(split) and shards.list_names(split) == []
+    assert shards.is_uri(split) and shards.list_names(split) == []
     cfg = {"seed": 1}
     fp = shards.prepare_split_dir(split, cfg)
     data = _samples(3)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import soundfile as sf
 import soxr
 
 from synth.errors import AudioDecodeError
+from synth.paths import is_uri, local_path
 
 TARGET_SR = 48000  # §4.2 / App. C.4: mixtures are rendered at 48 kHz
 RESAMPLE_QUALITY = "HQ"  # soxr quality; "VHQ" is also accepted by load_audio
@@ -32,8 +32,6 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".
 # Containers whose header frame count is an estimate (MP3: off by up to ~50 ms): frames are counted by
 # decoding the whole file instead.
 EXACT_COUNT_FORMATS = frozenset({"MP3"})
-
-_URI_RE = re.compile(r"^[a-zA-Z][-a-zA-Z0-9+.]*://")
 
 
 @dataclass(frozen=True)
@@ -46,18 +44,6 @@ class AudioInfo:
     format: str
     subtype: str
     frames: int
-
-
-def is_uri(path: str | os.PathLike) -> bool:
-    """True for ``scheme://...`` strings other than ``file://`` (those are read through Beam FileSystems)."""
-    s = str(path)
-    return bool(_URI_RE.match(s)) and not s.startswith("file://")
-
-
-def local_path(path: str | os.PathLike) -> str:
-    """Strip a ``file://`` prefix; other strings are returned unchanged."""
-    s = os.fspath(path)
-    return s[len("file://") :] if s.startswith("file://") else s
 
 
 def _open_source(path: str | os.PathLike) -> str | io.BytesIO:

@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from synth.errors import ManifestError
+from synth.paths import is_uri, local_path
 
 KINDS = ("event", "background", "none")
 SPLITS = ("train", "heldout")
@@ -147,10 +148,10 @@ def write_manifest(table_or_rows: pa.Table | Iterable[Mapping[str, Any]], path: 
     """Validate and write a manifest as Parquet (atomic for local paths: temp file + rename); returns path."""
     table = conform_manifest(table_or_rows)
     target = str(path)
-    if "://" in target and not target.startswith("file://"):
+    if is_uri(target):
         pq.write_table(table, target)  # pyarrow resolves the remote filesystem
         return target
-    local = Path(target.removeprefix("file://"))
+    local = Path(local_path(target))
     local.parent.mkdir(parents=True, exist_ok=True)
     tmp = local.with_name(f".{local.name}.{uuid.uuid4().hex}.tmp")
     try:
@@ -164,8 +165,8 @@ def write_manifest(table_or_rows: pa.Table | Iterable[Mapping[str, Any]], path: 
 def read_manifest(path: str | os.PathLike) -> pa.Table:
     """Read a Parquet manifest and conform it to :data:`MANIFEST_SCHEMA` (raises ManifestError)."""
     target = str(path)
-    if "://" not in target or target.startswith("file://"):
-        local = Path(target.removeprefix("file://"))
+    if not is_uri(target):
+        local = Path(local_path(target))
         if not local.is_file():
             raise ManifestError(f"manifest not found: {local}")
         target = str(local)

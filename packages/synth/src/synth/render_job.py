@@ -26,6 +26,7 @@ import pyarrow as pa
 
 import synth
 from synth import records, shards
+from synth.paths import is_uri, local_path
 from synth.progress import ShardProgress
 from synth.records import AUDIO_TEXT_KINDS, CLIP_S, SAMPLE_RATE, audio_text_rows, json_record_bytes
 from synth.render_summary import AUDIO_TEXT_COUNTERS, MIXTURE_COUNTERS, RenderSummary, notes_of, sum_stats
@@ -124,7 +125,7 @@ def load_sources(opts: RenderOptions) -> tuple[pa.Table, dict[str, int], list[st
     table = read_manifest(opts.manifest)
     keep = []
     for i, path in enumerate(table.column("path").to_pylist()):
-        if "://" not in path and not Path(path).is_file():
+        if not is_uri(path) and not Path(local_path(path)).is_file():
             skipped["missing_file"] += 1
             examples.append(f"{path}: listed in {opts.manifest} but not found")
         else:
@@ -352,8 +353,8 @@ def _set_filesystem_options(beam_args: Sequence[str]) -> None:
 
 def _warn_local_paths(runner: str, out: str, rows: Sequence[Mapping[str, Any]]) -> None:
     """Remote workers usually cannot see this machine's files: say so before the job starts."""
-    local = [r["path"] for r in rows if not shards.is_remote(r["path"])]
-    if not shards.is_remote(out):
+    local = [r["path"] for r in rows if not is_uri(r["path"])]
+    if not is_uri(out):
         log.warning(
             "%s: --out %s is a local path; remote workers need a shared URI (gs://, s3://, ...)", runner, out
         )

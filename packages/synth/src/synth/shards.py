@@ -8,7 +8,8 @@ Layout of one split folder (mixtures or audio-text)::
     <split_dir>/shard-NNNNNN.tar     samples [k*shard_size, (k+1)*shard_size); appears only when complete
     <split_dir>/index.json           counts per shard + config + seed + code version (written at the end)
 
-Paths may be local or any URI Apache Beam's ``FileSystems`` understands (``gs://``, ``s3://``, ``hdfs://``).
+Paths may be local (plain or ``file://``) or any URI Apache Beam's ``FileSystems`` understands (``gs://``,
+``s3://``, ``hdfs://``); :func:`synth.paths.is_uri` decides which.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
+
+from synth.paths import is_uri, local_path
 
 TAR_MTIME = 946684800  # 2000-01-01T00:00:00Z, fixed so that tar bytes never depend on the wall clock
 TAR_MODE = 0o644
@@ -81,43 +84,39 @@ def shard_range(shard: int, shard_size: int, num_samples: int) -> range:
 # ---------------------------------------------------------------- file-system helpers (local or URI)
 
 
-def is_remote(path: str) -> bool:
-    return "://" in str(path)
-
-
 def join(base: str, *parts: str) -> str:
-    if is_remote(base):
+    if is_uri(base):
         from apache_beam.io.filesystems import FileSystems
 
         return FileSystems.join(str(base), *parts)
-    return os.path.join(str(base), *parts)
+    return os.path.join(local_path(base), *parts)
 
 
 def exists(path: str) -> bool:
-    if is_remote(path):
+    if is_uri(path):
         from apache_beam.io.filesystems import FileSystems
 
         return FileSystems.exists(path)
-    return os.path.exists(path)
+    return os.path.exists(local_path(path))
 
 
 def makedirs(path: str) -> None:
-    if is_remote(path):
+    if is_uri(path):
         return  # object stores have no directories
-    os.makedirs(path, exist_ok=True)
+    os.makedirs(local_path(path), exist_ok=True)
 
 
 def file_size(path: str) -> int:
-    if is_remote(path):
+    if is_uri(path):
         from apache_beam.io.filesystems import FileSystems
 
         return FileSystems.match([path])[0].metadata_list[0].size_in_bytes
-    return os.path.getsize(path)
+    return os.path.getsize(local_path(path))
 
 
 def list_names(folder: str) -> list[str]:
     """Base names of the files directly inside ``folder`` (empty when it does not exist)."""
-    if is_remote(folder):
+    if is_uri(folder):
         from apache_beam.io.filesystems import FileSystems
 
         pattern = FileSystems.join(folder, "*")
@@ -126,27 +125,28 @@ def list_names(folder: str) -> list[str]:
         except Exception:  # noqa: BLE001 - a missing prefix raises on some file systems
             return []
         return sorted(m.path.rstrip("/").rsplit("/", 1)[-1] for m in found)
+    folder = local_path(folder)
     if not os.path.isdir(folder):
         return []
     return sorted(os.listdir(folder))
 
 
 def delete(path: str) -> None:
-    if is_remote(path):
+    if is_uri(path):
         from apache_beam.io.filesystems import FileSystems
 
         FileSystems.delete([path])
     else:
-        os.remove(path)
+        os.remove(local_path(path))
 
 
 def read_bytes(path: str) -> bytes:
-    if is_remote(path):
+    if is_uri(path):
         from apache_beam.io.filesystems import FileSystems
 
         with FileSystems.open(path) as f:
             return f.read()
-    with open(path, "rb") as f:
+    with open(local_path(path), "rb") as f:
         return f.read()
 
 
@@ -166,10 +166,10 @@ class _AtomicFile:
     """A binary file that is written under a temporary name and renamed into place on ``commit()``."""
 
     def __init__(self, path: str) -> None:
-        self.path = str(path)
+        self.remote = is_uri(path)
+        self.path = str(path) if self.remote else local_path(path)
         folder, name = self.path.rsplit("/", 1) if "/" in self.path else (".", self.path)
         self.tmp_path = f"{folder}/.{name}.tmp-{uuid.uuid4().hex[:12]}"
-        self.remote = is_remote(self.path)
         if self.remote:
             from apache_beam.io.filesystems import FileSystems
 

@@ -189,14 +189,11 @@ def api_key_warning(job: CaptionJob) -> str | None:
 
 def metadata_rows(job: CaptionJob) -> tuple[list[dict], list[dict]]:
     """Metadata rows with ids (first of each id kept) and the skipped duplicates/bad rows (synth.ingest)."""
-    from synth.ingest import dedupe_rows, find_metadata, read_metadata, scan_audio_files
+    from synth import ingest
 
     assert job.corpus is not None
-    remote = "://" in job.corpus
-    meta = job.metadata or (job.corpus.rstrip("/") + "/metadata.csv" if remote else find_metadata(job.corpus))
-    rows = read_metadata(meta) if meta else scan_audio_files(job.corpus)  # remote folders are not scanned
-    kept, skipped = dedupe_rows(rows, job.corpus)
-    return kept, [{"path": s.path, "reason": s.reason, "detail": s.detail} for s in skipped]
+    kept, skipped = ingest.dedupe_rows(ingest.metadata_rows(job.corpus, job.metadata), job.corpus)
+    return kept, [s.as_dict() for s in skipped]
 
 
 def run(job: CaptionJob) -> dict:

@@ -307,3 +307,27 @@ def test_dedupe_rows_ids_first_kept_and_skips(tmp_path):
         ("", "bad_metadata"),
     ]
     assert "b/dog.wav" in skipped[0].detail and "id" not in rows[0]  # inputs are not modified
+
+
+def test_metadata_rows_sources_and_skipped_as_dict(small_corpus):
+    from synth.ingest import SkippedFile, metadata_rows
+
+    root, rows = small_corpus
+    assert [r["path"] for r in metadata_rows(root)] == sorted(SOME)  # no metadata file: folder scan
+    write_csv(root / "metadata.csv", rows)
+    assert [r["path"] for r in metadata_rows(root)] == [r["path"] for r in rows]
+    assert metadata_rows(root, [{"path": "x.wav"}]) == [{"path": "x.wav"}]
+    with pytest.raises(MetadataError, match="no local corpus folder"):
+        metadata_rows(root / "no_such_dir")
+    base = "flamtestmem://bucket/meta_only"
+    STORE[f"{base}/metadata.csv"] = b"path,tags\naudio/a.wav,dog;bark\n"
+    assert metadata_rows(base + "/") == [
+        {"path": "audio/a.wav", "tags": ["dog", "bark"]}
+    ]  # <corpus>/metadata.csv
+    with pytest.raises(MetadataError, match="cannot read metadata flamtestmem://bucket/none/metadata.csv"):
+        metadata_rows("flamtestmem://bucket/none")
+    assert SkippedFile("p.wav", "duplicate_id", "id 'p' taken").as_dict() == {
+        "path": "p.wav",
+        "reason": "duplicate_id",
+        "detail": "id 'p' taken",
+    }

@@ -131,9 +131,7 @@ def probe_or_skip(row: dict, corpus: str, cfg: IngestConfig) -> dict | beam.pval
     if good is None:
         Metrics.counter("ingest", f"skipped_{bad.reason}").inc()
         log.warning("ingest: skipping %s (%s): %s", bad.path, bad.reason, bad.detail)
-        return beam.pvalue.TaggedOutput(
-            "skipped", {"path": bad.path, "reason": bad.reason, "detail": bad.detail}
-        )
+        return beam.pvalue.TaggedOutput("skipped", bad.as_dict())
     Metrics.counter("ingest", "ingested").inc()
     return good
 

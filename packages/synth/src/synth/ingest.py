@@ -2,7 +2,9 @@
 
 Metadata: ``metadata.csv`` (the dev corpus format: id, path, source, license, filename, tags ";"-separated,
 description, duration_s, sample_rate, channels, category), or CSV/TSV/JSONL/Parquet with at least ``path``.
-With no metadata file in the corpus folder, the folder is scanned for audio files (sorted) instead.
+With no metadata file in the corpus folder, the folder is scanned for audio files (sorted) instead. A remote
+corpus (URI) is never listed: :func:`metadata_rows` (``pipelines/caption.py``) reads ``<corpus>/metadata.csv``,
+:func:`ingest_corpus` needs its metadata passed explicitly.
 
 Choices:
 - Relative paths resolve against the corpus folder (also when the metadata file lives elsewhere); the
@@ -79,6 +81,10 @@ class SkippedFile:
     path: str
     reason: str  # short code: missing_file | decode_error | empty_audio | bad_metadata | duplicate_id
     detail: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        """``{"path", "reason", "detail"}``: one line of the skipped-files list."""
+        return {"path": self.path, "reason": self.reason, "detail": self.detail}
 
 
 @dataclass
@@ -318,11 +324,22 @@ def _probe_task(args: tuple[Mapping[str, Any], str, IngestConfig]) -> tuple[dict
 # ----------------------------------------------------------------------------------------------- corpus
 
 
-def _metadata_rows(corpus_dir: str, metadata: Any) -> list[dict[str, Any]]:
+def metadata_rows(
+    corpus_dir: str | os.PathLike,
+    metadata: str | os.PathLike | pa.Table | Iterable[Mapping[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """The metadata rows of a corpus: ``metadata`` (a file, table or rows) when given, else the corpus's own.
+
+    Without ``metadata``: a remote corpus (URI) reads ``<corpus>/metadata.csv`` (remote folders are not
+    listed); a local folder its first ``metadata.*`` file, or, with none, a scan for audio files.
+    """
+    corpus_dir = os.fspath(corpus_dir)
     if metadata is None:
-        found = None if is_uri(corpus_dir) else find_metadata(corpus_dir)
+        if is_uri(corpus_dir):
+            return read_metadata(corpus_dir.rstrip("/") + "/metadata.csv")
+        found = find_metadata(corpus_dir)
         if found is None:
-            if is_uri(corpus_dir) or not Path(local_path(corpus_dir)).is_dir():
+            if not Path(local_path(corpus_dir)).is_dir():
                 raise MetadataError(f"no metadata file and no local corpus folder at {corpus_dir}")
             log.info("no metadata file in %s: scanning for audio files", corpus_dir)
             return scan_audio_files(corpus_dir)
@@ -395,7 +412,9 @@ def ingest_corpus(
     """Probe, filter, split and caption every file of a corpus into a manifest table (skips are counted)."""
     t0 = time.perf_counter()
     corpus = os.fspath(corpus_dir)
-    rows = _metadata_rows(corpus, metadata)
+    if metadata is None and is_uri(corpus):  # unlike metadata_rows, no implied <corpus>/metadata.csv here
+        raise MetadataError(f"no metadata file and no local corpus folder at {corpus} (pass metadata)")
+    rows = metadata_rows(corpus, metadata)
     todo, skipped = dedupe_rows(rows, corpus)
 
     tasks = [(r, corpus, cfg) for r in todo]

@@ -153,12 +153,17 @@ def power_to_db(power: np.ndarray) -> np.ndarray:
     return 10.0 * np.log10(np.maximum(power, POWER_FLOOR))
 
 
-def frame_power_db(x: np.ndarray, sr: int, win: int = 2400, hop: int = 1200) -> np.ndarray:
-    """A-weighted RMS level in dBFS per grid frame of x (ceil(len(x)/hop) frames)."""
+def frame_power(x: np.ndarray, sr: int, win: int = 2400, hop: int = 1200) -> np.ndarray:
+    """A-weighted mean power per grid frame of mono x (ceil(len(x)/hop) frames); raises on non-1-D input."""
     x = np.asarray(x)
     if x.ndim != 1:
-        raise ValueError(f"frame_power_db expects mono audio (1-D), got shape {x.shape}")
-    return power_to_db(span_frame_power(a_weight(x, sr), 0, n_frames_for(len(x), hop), win, hop))
+        raise ValueError(f"loudness: expects mono audio (1-D), got shape {x.shape}")
+    return span_frame_power(a_weight(x, sr), 0, n_frames_for(len(x), hop), win, hop)
+
+
+def frame_power_db(x: np.ndarray, sr: int, win: int = 2400, hop: int = 1200) -> np.ndarray:
+    """A-weighted RMS level in dBFS per grid frame of x (ceil(len(x)/hop) frames)."""
+    return power_to_db(frame_power(x, sr, win, hop))
 
 
 def loudness_from_power(power: np.ndarray, threshold_db: float = ACTIVE_THRESHOLD_DB) -> float:
@@ -173,8 +178,4 @@ def measure_loudness_db(
     x: np.ndarray, sr: int, win: int = 2400, hop: int = 1200, threshold_db: float = ACTIVE_THRESHOLD_DB
 ) -> float:
     """Loudness used for gains: A-weighted mean power over active frames (dB); -inf for a silent signal."""
-    x = np.asarray(x)
-    if x.ndim != 1:
-        raise ValueError(f"measure_loudness_db expects mono audio (1-D), got shape {x.shape}")
-    power = span_frame_power(a_weight(x, sr), 0, n_frames_for(len(x), hop), win, hop)
-    return loudness_from_power(power, threshold_db)
+    return loudness_from_power(frame_power(x, sr, win, hop), threshold_db)

@@ -45,10 +45,12 @@ class CaptionJob:
 
 
 def _default_cache(out: str) -> str:
-    """<folder of --out>/caption_cache (works for local paths and URIs)."""
-    if "://" in out:
+    """<folder of --out>/caption_cache (works for local paths, file:// paths and URIs)."""
+    from synth.paths import is_uri, local_path
+
+    if is_uri(out):
         return out.rsplit("/", 1)[0] + "/caption_cache"
-    return str(Path(out).resolve().parent / "caption_cache")
+    return str(Path(local_path(out)).resolve().parent / "caption_cache")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> CaptionJob:

@@ -96,3 +96,13 @@ def test_remote_segments_flush_every_and_refresh(tmp_path):
     writer.flush()  # the pipeline flushes at every bundle end
     assert reader.refresh() == 1 and len(reader) == 3
     assert writer.refresh() == 0  # its own objects are not read back
+
+
+def test_file_uri_location_is_a_local_cache(tmp_path):
+    """file:// is local (synth.paths.is_uri): appended, fsync'ed lines, the same folder as the plain path."""
+    c = CaptionCache(f"file://{tmp_path}")
+    assert not c.remote and c.flush_every == 1
+    c.put("k", {"status": "ok", "captions": ["a dog barks"]})
+    assert len(list(tmp_path.glob("seg-*.jsonl"))) == 1  # written at once, no buffering
+    c.close()
+    assert CaptionCache(tmp_path).get("k")["captions"] == ["a dog barks"]

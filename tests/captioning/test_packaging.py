@@ -98,3 +98,12 @@ def test_api_key_warning_for_dataflow_either_flag_form(caption_cli, tmp_path, mo
     warning = caption_cli.api_key_warning(caption_cli.parse_args([*base, *runner]))
     assert warning is not None and "not shipped to workers" in warning and "FLAM_LLM_API_KEY" in warning
     assert caption_cli.api_key_warning(caption_cli.parse_args(base)) is None  # local runner: same environment
+
+
+def test_default_cache_beside_the_output(caption_cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert caption_cli._default_cache("gs://b/run/m.parquet") == "gs://b/run/caption_cache"
+    assert caption_cli._default_cache("out/m.parquet") == str(tmp_path / "out" / "caption_cache")
+    assert caption_cli._default_cache(f"file://{tmp_path}/x/m.parquet") == str(
+        tmp_path / "x" / "caption_cache"
+    )

@@ -25,6 +25,7 @@ import uuid
 from pathlib import Path
 
 from captioning.prompt import CaptionInput, PromptConfig, prompt_data
+from synth.paths import is_uri, local_path
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +42,6 @@ def cache_key(
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
-def _is_remote(location: str) -> bool:
-    return "://" in location and not location.startswith("file://")
-
-
 class CaptionCache:
     """Read all segments at open; append new entries to this writer's own segment."""
 
@@ -57,7 +54,7 @@ class CaptionCache:
     ) -> None:
         """`segments`: write whole segment objects through Beam's FileSystems (default: for remote URIs)."""
         self.location = str(location)
-        self.remote = _is_remote(self.location) if segments is None else segments
+        self.remote = is_uri(self.location) if segments is None else segments
         self.flush_every = flush_every if flush_every is not None else (64 if self.remote else 1)
         self.fsync = fsync
         self.writer_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -78,7 +75,7 @@ class CaptionCache:
 
             pattern = FileSystems.join(self.location, SEGMENT_GLOB)
             return sorted(m.path for r in FileSystems.match([pattern]) for m in r.metadata_list)
-        root = Path(self.location.removeprefix("file://"))
+        root = Path(local_path(self.location))
         root.mkdir(parents=True, exist_ok=True)
         return sorted(str(p) for p in root.glob(SEGMENT_GLOB))
 
@@ -167,7 +164,7 @@ class CaptionCache:
             self._segments_written += 1
         else:
             if self._fh is None:
-                root = Path(self.location.removeprefix("file://"))
+                root = Path(local_path(self.location))
                 self._own_path = str(root / f"seg-{self.writer_id}.jsonl")
                 self._fh = open(self._own_path, "a", encoding="utf-8")  # noqa: SIM115
             self._fh.write(text)

@@ -77,12 +77,6 @@ def n_frames_for(n_samples: int, hop: int) -> int:
     return -(-int(n_samples) // hop)
 
 
-def window_bounds(n_frames: int, win: int, hop: int) -> tuple[np.ndarray, np.ndarray]:
-    """[start, end) sample bounds of every frame's window (may fall outside the signal: zero padded)."""
-    starts = np.arange(n_frames, dtype=np.int64) * hop + (hop - win) // 2
-    return starts, starts + win
-
-
 def frame_block(win: int = 2400, hop: int = 1200) -> int:
     """Largest block size that tiles every window of the grid: gcd(hop, win, window offset) (600)."""
     off = (hop - win) // 2

@@ -35,17 +35,6 @@ class RelabelConfig:
             )
 
 
-def _as_relabel_cfg(cfg: object) -> RelabelConfig:
-    if cfg is None:
-        return RelabelConfig()
-    if isinstance(cfg, RelabelConfig):
-        return cfg
-    inner = getattr(cfg, "relabel", None)
-    if isinstance(inner, RelabelConfig):
-        return inner
-    raise TypeError(f"expected RelabelConfig or a config with .relabel, got {type(cfg).__name__}")
-
-
 def runs(active: np.ndarray) -> np.ndarray:
     """[[start, end), ...] index pairs of the True runs of a boolean vector."""
     a = np.asarray(active, dtype=bool)
@@ -77,7 +66,7 @@ def drop_short_runs(active: np.ndarray, min_len: int, only_if_more_than: int) ->
 
 def postprocess_frames(active: np.ndarray, cfg: RelabelConfig | None = None) -> np.ndarray:
     """App. C.4 post-processing: gap filling first, then short-run removal (positives counted after filling)."""
-    cfg = _as_relabel_cfg(cfg)
+    cfg = cfg or RelabelConfig()
     if not np.any(active):
         return np.zeros(np.shape(active), dtype=bool)
     filled = fill_gaps(active, cfg.fill_gap_frames)
@@ -93,20 +82,11 @@ def frames_to_segments(active: np.ndarray, hop: int, sr: int, duration_s: float)
     ]
 
 
-def active_frames_from_weighted_span(
-    weighted: np.ndarray, start: int, n_samples: int, cfg: RelabelConfig | None = None
-) -> np.ndarray:
-    """Raw (pre post-processing) active frames of a clip whose A-weighted track is `weighted` at `start`."""
-    cfg = _as_relabel_cfg(cfg)
-    power = span_frame_power(weighted, start, n_frames_for(n_samples, cfg.hop), cfg.win, cfg.hop)
-    return power_to_db(power) > cfg.threshold_db
-
-
 def relabel_frame_power(
     power: np.ndarray, sr: int, duration_s: float, cfg: RelabelConfig | None = None
 ) -> list[Segment]:
     """Segments from one event's frame powers: threshold, post-process, frames -> seconds."""
-    cfg = _as_relabel_cfg(cfg)
+    cfg = cfg or RelabelConfig()
     active = postprocess_frames(power_to_db(power) > cfg.threshold_db, cfg)
     return frames_to_segments(active, cfg.hop, sr, duration_s)
 
@@ -115,18 +95,18 @@ def relabel_weighted_span(
     weighted: np.ndarray, start: int, n_samples: int, sr: int, cfg: RelabelConfig | None = None
 ) -> list[Segment]:
     """Segments of one event given its A-weighted track span (zero elsewhere) in a clip of n_samples."""
-    cfg = _as_relabel_cfg(cfg)
+    cfg = cfg or RelabelConfig()
     power = span_frame_power(weighted, start, n_frames_for(n_samples, cfg.hop), cfg.win, cfg.hop)
     return relabel_frame_power(power, sr, n_samples / sr, cfg)
 
 
-def relabel_event(track: np.ndarray, sr: int, cfg: object = None) -> list[Segment]:
+def relabel_event(track: np.ndarray, sr: int, cfg: RelabelConfig | None = None) -> list[Segment]:
     """Segments (seconds) where one event's own track is active (App. C.4); [] when it never is.
 
     Only the non-zero span of the track (plus the filter ring-down) is A-weighted: the causal filter
     outputs exact zeros before the first non-zero sample.
     """
-    cfg = _as_relabel_cfg(cfg)
+    cfg = cfg or RelabelConfig()
     track = np.asarray(track)
     if track.ndim != 1:
         raise ValueError(f"relabel_event expects a mono track (1-D), got shape {track.shape}")

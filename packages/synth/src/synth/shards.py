@@ -468,8 +468,3 @@ def write_index(split_dir: str, index: Mapping[str, Any]) -> str:
 
 def read_sidecars(split_dir: str, shards: Iterable[int]) -> list[dict[str, Any]]:
     return [read_json(join(split_dir, sidecar_name(k))) for k in shards]
-
-
-def shard_urls(split_dir: str, n: int) -> list[str]:
-    """Paths of shards 0..n-1 (e.g. for ``webdataset.WebDataset(urls)``)."""
-    return [join(split_dir, shard_name(k)) for k in range(n)]

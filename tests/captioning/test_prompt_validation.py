@@ -101,6 +101,13 @@ def test_from_row_tags_string_or_list():
     assert CaptionInput.from_row({"filename": "f.wav", "tags": ["x", " "], "description": None}).tags == (
         "x",
     )
+    # the one tag parser (synth.tags.parse_tags): JSON-list strings and missing values too
+    assert CaptionInput.from_row({"filename": "f.wav", "tags": '["dog bark", "a;b"]'}).tags == (
+        "dog bark",
+        "a;b",
+    )
+    assert CaptionInput.from_row({"filename": "f.wav", "tags": float("nan")}).tags == ()
+    assert CaptionInput.from_row({"filename": "f.wav"}).tags == ()
 
 
 @pytest.mark.parametrize(

@@ -41,6 +41,9 @@ def test_tags_generic_and_inflections_dropped():
     assert tag_caption("fire;burning;burn;sfx;loop") == "fire burning"
     assert tag_caption(["door", "closing", "close", "doors"]) == "door closing"
     assert tag_caption("a;b;c;d;e;f;g;h") == "a b c d e f"
+    # tags as a JSON-list string (synth.tags.parse_tags) are separate tags, like a list
+    assert tag_caption('["door", "closing", "close", "doors"]') == "door closing"
+    assert tag_caption(float("nan")) == "" and tag_caption(None) == ""
 
 
 def test_filename_words():

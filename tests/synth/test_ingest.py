@@ -331,3 +331,11 @@ def test_metadata_rows_sources_and_skipped_as_dict(small_corpus):
         "reason": "duplicate_id",
         "detail": "id 'p' taken",
     }
+
+
+def test_parse_tags_is_one_function():
+    from synth import ingest, tags
+
+    assert ingest.parse_tags is tags.parse_tags  # re-exported for existing callers
+    with pytest.raises(MetadataError, match="tags must be"):
+        tags.parse_tags(5)

@@ -15,6 +15,8 @@ import json
 import unicodedata
 from dataclasses import dataclass, field
 
+from synth.tags import parse_tags
+
 # Bump whenever the system text, the user template or the schema changes: it is part of the cache key and
 # is written into every manifest row (prompt_version column).
 PROMPT_VERSION = "flam-caption-v2"
@@ -75,13 +77,10 @@ class CaptionInput:
 
     @classmethod
     def from_row(cls, row: dict) -> CaptionInput:
-        """Build from a manifest/metadata row (tags as list or ';'-string)."""
-        tags = row.get("tags") or ()
-        if isinstance(tags, str):
-            tags = [t for t in tags.split(";")]
+        """Build from a manifest/metadata row (tags as list, ';'-string or JSON-list string: parse_tags)."""
         return cls(
             filename=str(row.get("filename") or ""),
-            tags=tuple(str(t).strip() for t in tags if str(t).strip()),
+            tags=tuple(parse_tags(row.get("tags"))),
             description=str(row.get("description") or ""),
             source=str(row.get("source") or ""),
         )

@@ -22,6 +22,8 @@ import re
 from collections.abc import Iterable
 from pathlib import PurePosixPath
 
+from synth.tags import parse_tags
+
 MAX_WORDS = 13  # captions hold 2-13 words where possible
 MAX_TAGS = 6  # tags joined into the tag caption
 UNKNOWN_CAPTION = "an unidentified sound"
@@ -61,10 +63,8 @@ def _pad(caption: str) -> str:
 
 
 def _tags_list(tags: str | Iterable[str] | None) -> list[str]:
-    if tags is None:
-        return []
-    items = tags.split(";") if isinstance(tags, str) else [str(t) for t in tags if t is not None]
-    return [t for t in (clean_caption(t).replace(",", "") for t in items) if t]
+    """Cleaned tags (``synth.tags.parse_tags``: ";"-string, JSON-list string or list), empties dropped."""
+    return [t for t in (clean_caption(t).replace(",", "") for t in parse_tags(tags)) if t]
 
 
 _SUFFIXES = ("s", "es", "ing", "ings", "ed", "er", "ers")

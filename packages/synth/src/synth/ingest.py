@@ -51,6 +51,7 @@ from synth.errors import AudioDecodeError, MetadataError
 from synth.filtering import FilterConfig, SourceTypeConfig, classify_kind, source_type_of
 from synth.manifest import KINDS, SPLITS, conform_manifest
 from synth.split import SplitConfig, assign_splits, split_counts
+from synth.tags import parse_tags
 
 log = logging.getLogger(__name__)
 
@@ -119,25 +120,6 @@ class IngestResult:
 
 
 # ----------------------------------------------------------------------------------------------- metadata
-
-
-def parse_tags(value: Any) -> list[str]:
-    """Tags from a ";"-separated string, a JSON list string, or a list; stripped, empties dropped."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return []
-    if isinstance(value, str):
-        s = value.strip()
-        if s.startswith("["):
-            try:
-                parsed = json.loads(s)
-            except json.JSONDecodeError:
-                parsed = None
-            if isinstance(parsed, list):
-                return parse_tags(parsed)
-        return [t.strip() for t in s.split(";") if t.strip()]
-    if isinstance(value, Iterable):
-        return [str(t).strip() for t in value if t is not None and str(t).strip()]
-    raise MetadataError(f"tags must be a ';'-separated string or a list, got {type(value).__name__}")
 
 
 def _read_bytes(path: str) -> bytes:

@@ -96,7 +96,7 @@ def test_template_captioner_pipeline(caption_cli, dev_corpus, tmp_path):
     assert sorted(x["reason"] for x in skipped) == ["decode_error", "duplicate_id", "missing_file"]
 
     # the renderer reads it (pipelines/render_mixtures.py --manifest goes through load_sources/SourcePool)
-    from synth.pipeline import RenderOptions, load_sources
+    from synth.render_job import RenderOptions, load_sources
     from synth.spec import SourcePool
 
     loaded, skips, _ = load_sources(RenderOptions(out=str(tmp_path / "r"), manifest=str(out)))

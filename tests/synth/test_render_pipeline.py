@@ -27,13 +27,13 @@ import pytest
 import soundfile as sf
 import webdataset as wds
 
-import synth.pipeline
 import synth.records
 from synth import shards
 from synth.filtering import classify_kind
 from synth.ingest import IngestConfig, ingest_corpus
 from synth.manifest import read_manifest, write_manifest
-from synth.pipeline import RenderOptions, RenderSummary, local_worker_count, notes_of, run_render
+from synth.render_job import RenderOptions, local_worker_count, run_render
+from synth.render_summary import MIXTURE_COUNTERS, RenderSummary, notes_of
 from tests.synth.test_shards import FakeRemoteFileSystem
 
 N, SHARD, SEED = 24, 8, 7
@@ -149,9 +149,7 @@ def test_mixture_shards_read_back_with_webdataset(clean_run, demo_manifest):
     assert index["num_samples"] == N and index["seed"] == SEED and index["split"] == "train"
     assert index["num_skipped"] == 0 and all(e["skipped_keys"] == [] for e in index["shards"])
     assert index["code_version"].startswith("flam-synth ")
-    assert (
-        index["format_version"] == index["config"]["format_version"] == synth.pipeline.RENDER_FORMAT_VERSION
-    )
+    assert index["format_version"] == index["config"]["format_version"] == synth.records.RENDER_FORMAT_VERSION
     assert index["config"]["num_samples"] == N and index["config"]["shard_size"] == SHARD
     assert [s["count"] for s in index["shards"]] == [8, 8, 8]
     for entry in index["shards"]:
@@ -178,7 +176,7 @@ def test_notes_are_counted_by_reason(clean_run):
     for e in index["shards"]:
         per_shard.update(e["stats"])
     assert dict(per_shard) == totals
-    assert summary.mixture_notes == notes_of(totals, synth.pipeline.MIXTURE_COUNTERS)
+    assert summary.mixture_notes == notes_of(totals, MIXTURE_COUNTERS)
     assert set(expected) <= set(summary.mixture_notes) or not expected
     text = summary.format()
     assert f"mixture notes (this run): {sum(summary.mixture_notes.values())}" in text
@@ -301,7 +299,7 @@ def test_other_format_version_is_refused(clean_run, demo_manifest, tmp_path, mon
     out, _ = clean_run
     shutil.copytree(out, tmp_path, dirs_exist_ok=True)
     before = _digests(tmp_path)
-    old = synth.pipeline.RENDER_FORMAT_VERSION
+    old = synth.records.RENDER_FORMAT_VERSION
     monkeypatch.setattr(synth.records, "RENDER_FORMAT_VERSION", old + 1)
     with pytest.raises(shards.ShardConfigError, match=rf"differs in: format_version: {old} -> {old + 1}"):
         run_render(_opts(tmp_path, demo_manifest), ONE_WORKER)

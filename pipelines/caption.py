@@ -36,12 +36,16 @@ class CaptionJob:
     corpus: str | None = None
     metadata: str | None = None
     manifest: str | None = None
-    cache: str | None = None
     batch_size: int = 64
     measure_loudness: bool = False
     wheel_dir: str | None = None
     settings: Any = None  # captioning.beam_fns.CaptionSettings
     beam_args: list[str] = field(default_factory=list)
+
+    @property
+    def cache(self) -> str | None:
+        """The caption cache folder (None: template captioner or --no-cache); it lives in ``settings``."""
+        return self.settings.cache if self.settings is not None else None
 
 
 def _default_cache(out: str) -> str:
@@ -159,7 +163,6 @@ def parse_args(argv: Sequence[str] | None = None) -> CaptionJob:
         corpus=args.corpus,
         metadata=args.metadata,
         manifest=args.manifest,
-        cache=settings.cache,
         batch_size=args.batch_size,
         measure_loudness=args.measure_loudness,
         wheel_dir=args.wheel_dir,

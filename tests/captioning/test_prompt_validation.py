@@ -154,13 +154,17 @@ def test_caption_problem(caption, problem):
 
 
 def test_template_and_fallback_share_one_composer():
-    from captioning.captioner import fallback_for
+    from captioning.captioner import LLMCaptioner
+    from captioning.client import ClientConfig
     from synth.captions import fallback_captions
 
     inp = CaptionInput(
         "dark_forest__night.ogg", ("ambiance", "forest", "night"), "Dark forest night ambiance"
     )
-    assert fallback_for(inp, 3) == template_captions(inp, 3)
+    fallback = LLMCaptioner(ClientConfig(captions_per_file=3), api_key="unused")._fallback(
+        inp, "invalid_captions"
+    )
+    assert fallback.captions == template_captions(inp, 3) and fallback.caption_source == "fallback"
     assert (
         template_captions(inp, 3)
         == select_valid(fallback_captions(list(inp.tags), inp.description, ""), n=3)[0]

@@ -39,11 +39,6 @@ class CaptionResult:
         }
 
 
-def fallback_for(inp: CaptionInput, n: int) -> list[str]:
-    """Captions for a file whose LLM answers failed: the template composer's (labelled fallback; never empty)."""
-    return template_captions(inp, n)
-
-
 def request_key(cfg: ClientConfig, inp: CaptionInput) -> str:
     """Cache key of one file's request: model, prompt version (with layout), N and the sanitised inputs."""
     return cache_key(cfg.model, prompt_version(cfg.prompt), cfg.captions_per_file, inp, cfg.prompt)
@@ -97,7 +92,7 @@ class LLMCaptioner:
     def _fallback(self, inp: CaptionInput, reason: str, from_cache: bool = False) -> CaptionResult:
         self.counts["files_fallback"] += 1
         self.counts[f"fallback_reason_{reason}"] += 1
-        caps = fallback_for(inp, self.cfg.captions_per_file)
+        caps = template_captions(inp, self.cfg.captions_per_file)  # the template composer's; never empty
         return CaptionResult(caps, "fallback", self.cfg.model, self.version, reason, from_cache)
 
     def _from_cache(self, inp: CaptionInput, entry: dict) -> CaptionResult | None:

@@ -138,9 +138,11 @@ def conform_manifest(table_or_rows: pa.Table | Iterable[Mapping[str, Any]]) -> p
         arrays.append(col)
     out = pa.Table.from_arrays(arrays, schema=MANIFEST_SCHEMA)
     counts = pc.value_counts(out.column("id").combine_chunks())
-    dup = [v["values"].as_py() for v in counts if v["counts"].as_py() > 1]
-    if dup:
-        raise ManifestError(f"manifest has duplicate id(s): {dup[:5]}{' ...' if len(dup) > 5 else ''}")
+    dup = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
+    if len(dup):
+        raise ManifestError(
+            f"manifest has duplicate id(s): {dup[:5].to_pylist()}{' ...' if len(dup) > 5 else ''}"
+        )
     return out
 
 

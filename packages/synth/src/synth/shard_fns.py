@@ -104,13 +104,12 @@ class _ShardFn(beam.DoFn):
         raise NotImplementedError
 
     def process(self, shard: int) -> Any:
-        expected = len(shards.shard_range(shard, self.shard_size, self.num_samples))
-        if shards.is_shard_complete(self.split_dir, shard, self.fingerprint, expected):
+        indices = shards.shard_range(shard, self.shard_size, self.num_samples)
+        if shards.is_shard_complete(self.split_dir, shard, self.fingerprint, len(indices)):
             self.skipped.inc()
             yield {"shard": shard, "kind": self.kind, "status": "skipped"}
             return
         t0 = time.perf_counter()
-        indices = shards.shard_range(shard, self.shard_size, self.num_samples)
         stats: Counter = Counter()
         skipped_keys: list[str] = []
         path = shards.join(self.split_dir, shards.shard_name(shard))
@@ -174,9 +173,9 @@ class RenderMixtureShardFn(_ShardFn):
         self.skipped_mixtures = Metrics.counter("flam", "mixtures_skipped_background_failed")
 
     def setup(self) -> None:
-        sources = read_sources(self.sources_path)
-        self.pool = SourcePool.from_manifest(sources, self.split)
-        self.cache = AudioCache.from_manifest(sources, max_bytes=self.cache_bytes, sr=self.cfg.sample_rate)
+        rows = read_sources(self.sources_path).to_pylist()  # both builders take rows: convert once
+        self.pool = SourcePool.from_manifest(rows, self.split)
+        self.cache = AudioCache.from_manifest(rows, max_bytes=self.cache_bytes, sr=self.cfg.sample_rate)
 
     def samples(self, indices: range) -> Any:
         sr = self.cfg.sample_rate

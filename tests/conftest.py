@@ -33,3 +33,14 @@ def dev_corpus() -> Path:
     if not (SHARED_DEV_CORPUS / "metadata.csv").exists():
         pytest.skip(f"shared dev corpus not found at {SHARED_DEV_CORPUS} (outside contributors: expected)")
     return SHARED_DEV_CORPUS
+
+
+@pytest.fixture(scope="session")
+def sound_corpus() -> Path:
+    """Real recordings for pipeline tests: the shared dev corpus when present, else the in-repo demo corpus,
+    so that outside contributors still run them (same metadata format, fewer files)."""
+    if (SHARED_DEV_CORPUS / "metadata.csv").exists():
+        return SHARED_DEV_CORPUS
+    if (DEMO_CORPUS / "metadata.csv").exists():
+        return DEMO_CORPUS
+    pytest.skip("neither the shared dev corpus nor corpus/demo is present")

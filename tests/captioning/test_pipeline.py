@@ -35,9 +35,9 @@ def caption_cli(repo_root):
     sys.modules.pop("caption_cli", None)
 
 
-def _subset(dev_corpus, tmp_path, n, extra_rows=()):
+def _subset(sound_corpus, tmp_path, n, extra_rows=()):
     """A metadata CSV holding the first n rows of the dev corpus (+ extra rows)."""
-    with open(dev_corpus / "metadata.csv", newline="") as fh:
+    with open(sound_corpus / "metadata.csv", newline="") as fh:
         reader = csv.DictReader(fh)
         rows = [r for _, r in zip(range(n), reader, strict=False)]
         fields = reader.fieldnames
@@ -54,7 +54,7 @@ def _summary(out):
     return json.loads(out.with_name(out.stem + ".summary.json").read_text())
 
 
-def test_template_captioner_pipeline(caption_cli, dev_corpus, tmp_path):
+def test_template_captioner_pipeline(caption_cli, sound_corpus, tmp_path):
     bad = tmp_path / "broken.wav"
     bad.write_bytes(b"RIFF not really audio")
     extra = [
@@ -62,11 +62,11 @@ def test_template_captioner_pipeline(caption_cli, dev_corpus, tmp_path):
         {"id": "x/missing", "path": "audio/nope/missing.wav", "filename": "missing.wav"},
         {"id": "boswars-data/artil.die", "path": "audio/boswars-data/artil.die.wav"},  # duplicate id
     ]
-    meta, rows = _subset(dev_corpus, tmp_path, 30, extra)
+    meta, rows = _subset(sound_corpus, tmp_path, 30, extra)
     out = tmp_path / "out" / "manifest.parquet"
     args = [
         "--corpus",
-        str(dev_corpus),
+        str(sound_corpus),
         "--metadata",
         str(meta),
         "--out",
@@ -117,8 +117,8 @@ def test_template_captioner_pipeline(caption_cli, dev_corpus, tmp_path):
     assert all(r["caption_source"] == "llm" and len(r["captions"]) == 2 for r in again)
 
 
-def test_llm_pipeline_counts_cache_and_secret(caption_cli, dev_corpus, tmp_path, monkeypatch, capfd):
-    meta, rows = _subset(dev_corpus, tmp_path, 30)
+def test_llm_pipeline_counts_cache_and_secret(caption_cli, sound_corpus, tmp_path, monkeypatch, capfd):
+    meta, rows = _subset(sound_corpus, tmp_path, 30)
     names = [r["filename"] for r in rows]
     script = {names[1]: ["429", "ok"], names[2]: ["500", "ok"], names[3]: ["malformed", "fenced"]}
     script[names[4]] = ["invalid"] * 4
@@ -126,7 +126,7 @@ def test_llm_pipeline_counts_cache_and_secret(caption_cli, dev_corpus, tmp_path,
     out = tmp_path / "out" / "manifest.parquet"
     # the server rejects system messages like Mixtral's chat template: the default (merged) layout works
     with FakeChatServer(script=script, latency_s=0.02, reject_system_role=True) as srv:
-        args = ["--corpus", str(dev_corpus), "--metadata", str(meta), "--out", str(out), "--captioner", "vllm",
+        args = ["--corpus", str(sound_corpus), "--metadata", str(meta), "--out", str(out), "--captioner", "vllm",
                 "--endpoint", srv.base_url, "--model", "test-model", "--captions-per-file", "4",
                 "--max-concurrency", "3", "--max-attempts", "4"]  # fmt: skip
         assert caption_cli.main(args + BEAM) == 0
@@ -161,11 +161,11 @@ def test_llm_pipeline_counts_cache_and_secret(caption_cli, dev_corpus, tmp_path,
             assert SECRET.encode() not in p.read_bytes(), p
 
 
-def test_system_layout_rejected_by_template_stops_with_flag_hint(caption_cli, dev_corpus, tmp_path, capfd):
-    meta, _ = _subset(dev_corpus, tmp_path, 8)
+def test_system_layout_rejected_by_template_stops_with_flag_hint(caption_cli, sound_corpus, tmp_path, capfd):
+    meta, _ = _subset(sound_corpus, tmp_path, 8)
     out = tmp_path / "out" / "manifest.parquet"
     with FakeChatServer(reject_system_role=True) as srv:
-        args = ["--corpus", str(dev_corpus), "--metadata", str(meta), "--out", str(out), "--captioner", "vllm",
+        args = ["--corpus", str(sound_corpus), "--metadata", str(meta), "--out", str(out), "--captioner", "vllm",
                 "--endpoint", srv.base_url, "--model", "m", "--max-concurrency", "2", "--system-prompt", "system"]  # fmt: skip
         assert caption_cli.main(args + BEAM) == 2
     err = capfd.readouterr().err
@@ -173,7 +173,7 @@ def test_system_layout_rejected_by_template_stops_with_flag_hint(caption_cli, de
     assert 1 <= len(srv.log.requests) <= 2 and not out.exists()  # stopped at once, no fallback manifest
 
 
-def test_killed_run_resumes_without_duplicate_requests(caption_cli, dev_corpus, tmp_path, repo_root):
+def test_killed_run_resumes_without_duplicate_requests(caption_cli, sound_corpus, tmp_path, repo_root):
     """SIGKILL mid-run, then re-run: every file in the cache at restart is not asked again, every other file
     is asked exactly once. Counted against the cache file itself (read before the re-run), not timestamps."""
     from captioning.cache import CaptionCache
@@ -181,10 +181,10 @@ def test_killed_run_resumes_without_duplicate_requests(caption_cli, dev_corpus, 
     from captioning.client import ClientConfig
     from captioning.prompt import CaptionInput
 
-    meta, rows = _subset(dev_corpus, tmp_path, 24)
+    meta, rows = _subset(sound_corpus, tmp_path, 24)
     out = tmp_path / "out" / "manifest.parquet"
     with FakeChatServer(latency_s=0.3) as srv:
-        args = ["--corpus", str(dev_corpus), "--metadata", str(meta), "--out", str(out), "--captioner", "vllm",
+        args = ["--corpus", str(sound_corpus), "--metadata", str(meta), "--out", str(out), "--captioner", "vllm",
                 "--endpoint", srv.base_url, "--model", "test-model", "--max-concurrency", "2"]  # fmt: skip
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen(

@@ -1,4 +1,5 @@
-"""pipelines/caption.py end to end on --runner=FnApiRunner over 30 files of the shared dev corpus.
+"""pipelines/caption.py end to end on --runner=FnApiRunner over a 30-file subset of the shared dev corpus
+(the in-repo demo corpus where ../shared is absent).
 
 The LLM is captioning.testing.fake_server (a real HTTP server on 127.0.0.1) started by the tests.
 """

@@ -1,21 +1,17 @@
 """Remote runners: the documented Dataflow command line stages installable wheels of the workspace packages."""
 
-import importlib.util
 import subprocess
 import sys
 import zipfile
 
 import pytest
 
+from tests.pipeline_scripts import import_pipeline_script
+
 
 @pytest.fixture(scope="module")
-def caption_cli(repo_root):
-    spec = importlib.util.spec_from_file_location("caption_cli_pkg", repo_root / "pipelines" / "caption.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["caption_cli_pkg"] = mod
-    spec.loader.exec_module(mod)
-    yield mod
-    sys.modules.pop("caption_cli_pkg", None)
+def caption_cli():
+    return import_pipeline_script("caption")
 
 
 def test_dataflow_args_stage_workspace_wheels(caption_cli, tmp_path):

@@ -5,7 +5,6 @@ The LLM is captioning.testing.fake_server (a real HTTP server on 127.0.0.1) star
 """
 
 import csv
-import importlib.util
 import json
 import os
 import signal
@@ -20,20 +19,15 @@ from captioning.template import TEMPLATE_VERSION
 from captioning.testing.fake_server import FakeChatServer
 from captioning.validate import caption_problem
 from synth.manifest import read_manifest
+from tests.pipeline_scripts import import_pipeline_script
 
 BEAM = ["--runner=FnApiRunner", "--direct_num_workers=1"]
 SECRET = "sk-test-never-print-4242"
 
 
 @pytest.fixture(scope="module")
-def caption_cli(repo_root):
-    """pipelines/caption.py imported as a module (it is a script, not a package)."""
-    spec = importlib.util.spec_from_file_location("caption_cli", repo_root / "pipelines" / "caption.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["caption_cli"] = mod
-    spec.loader.exec_module(mod)
-    yield mod
-    sys.modules.pop("caption_cli", None)
+def caption_cli():
+    return import_pipeline_script("caption")
 
 
 def _subset(sound_corpus, tmp_path, n, extra_rows=()):

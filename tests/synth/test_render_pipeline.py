@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import importlib.util
 import io
 import json
 import logging
@@ -34,6 +33,7 @@ from synth.ingest import IngestConfig, ingest_corpus
 from synth.manifest import read_manifest, write_manifest
 from synth.render_job import RenderOptions, local_worker_count, run_render
 from synth.render_summary import MIXTURE_COUNTERS, RenderSummary, notes_of
+from tests.pipeline_scripts import import_pipeline_script
 from tests.synth.test_shards import FakeRemoteFileSystem
 
 N, SHARD, SEED = 24, 8, 7
@@ -373,13 +373,7 @@ def test_cli_defaults_to_the_demo_corpus(demo_corpus, tmp_path, caplog):
 
 
 def _import_cli():
-    """pipelines/render_mixtures.py as a module (it is a script, not part of a package)."""
-    spec = importlib.util.spec_from_file_location(
-        "render_mixtures_cli", REPO / "pipelines" / "render_mixtures.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_pipeline_script("render_mixtures")
 
 
 def test_cli_bad_input_exits_2_with_a_message(tmp_path, caplog):

@@ -192,8 +192,8 @@ def run_render(opts: RenderOptions, beam_args: Sequence[str] = ()) -> RenderSumm
     kinds = Counter(r["kind"] for r in rows)
     summary.sources = {k: kinds.get(k, 0) for k in ("event", "background", "none")}
     cfg = opts.mixture
-    sources = pa.Table.from_pylist(rows, schema=table.schema) if rows else table.slice(0, 0)
-    pool = SourcePool.from_manifest(sources, opts.split)  # fail fast on the driver (no events, ...)
+    sources = pa.Table.from_pylist(rows, schema=table.schema) if rows else table.slice(0, 0)  # for workers
+    pool = SourcePool.from_manifest(rows, opts.split)  # fail fast on the driver (no events, ...)
     summary.pool_skipped = dict(sorted(pool.skipped.items()))
     if pool.skipped:
         log.warning("source pool %s skipped: %s", opts.split, summary.pool_skipped)

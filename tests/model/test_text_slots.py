@@ -7,6 +7,8 @@ import sys
 import numpy as np
 import pytest
 import torch
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from model.loss import sed_and_prior_loss
 from model.text_slots import PAD_ID, build_text_slots, frame_activity, normalize_text, text_id, text_ids
@@ -20,6 +22,17 @@ def test_normalize_text():
     assert normalize_text(" ?! ") == ""
     with pytest.raises(ValueError, match="must be a str"):
         normalize_text(None)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(max_size=40))
+@example("J\u030c")  # "J" + combining caron: NFKC leaves it, its lower case composes to "ǰ"
+@example("\u0130 \u03aa\u0301 \u1fbc\u0345")  # İ (2-code-point lower case), Greek with combining marks
+@example("!\u0301a?")  # edge punctuation in front of a combining mark
+def test_normalize_text_is_idempotent(text):
+    once = normalize_text(text)
+    assert normalize_text(once) == once
+    assert text_id(once) == text_id(text)  # ids of slot texts (already normalised) equal the raw texts' ids
 
 
 def test_text_id_is_stable_and_non_negative():

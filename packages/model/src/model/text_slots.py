@@ -1,7 +1,8 @@
 """Batch text slots for the frame-wise losses (§3.3): normalised texts, stable ids, slot and label tensors.
 
-* ``normalize_text``: Unicode NFKC, lower case, whitespace runs collapsed to one space, then whitespace and
-  punctuation (Unicode category P*, plus ``string.punctuation``) stripped at both ends. Inner punctuation is
+* ``normalize_text``: Unicode NFKC, lower case (then NFKC once more, which makes the rule idempotent), whitespace
+  runs collapsed to one space, then whitespace and punctuation (Unicode category P*, plus ``string.punctuation``)
+  stripped at both ends. ``FLAM.tokenize`` applies it too, so training and inference share one text rule. Inner punctuation is
   kept ("dog's bark" stays, "Dog barks!" -> "dog barks").
 * ``text_id``: blake2b (8-byte digest) of the UTF-8 normalised text, big-endian, masked to 63 bits, so ids
   are non-negative int64 and identical in every process (Python's ``hash()`` is salted per process and is
@@ -41,10 +42,15 @@ def _is_edge_char(ch: str) -> bool:
 
 
 def normalize_text(text: str) -> str:
-    """Lower-case, NFKC, collapse whitespace, strip whitespace and punctuation at both ends."""
+    """NFKC, lower case, NFKC, collapse whitespace, strip whitespace and punctuation at both ends (idempotent).
+
+    The one text rule of training (slot texts, ids) and inference (`FLAM.tokenize`)."""
     if not isinstance(text, str):
         raise ValueError(f"text must be a str, got {type(text).__name__}: {text!r}")
-    t = " ".join(unicodedata.normalize("NFKC", text).lower().split())
+    nfkc = unicodedata.normalize("NFKC", text)
+    # NFKC again after lower(): a lower-case letter may compose where the upper-case one did not ("J" + U+030C
+    # stays two code points, "j" + U+030C composes to "ǰ"), and without it a second call would change the text
+    t = " ".join(unicodedata.normalize("NFKC", nfkc.lower()).split())
     start, end = 0, len(t)
     while start < end and _is_edge_char(t[start]):
         start += 1

@@ -173,6 +173,32 @@ def test_bad_inputs_are_clear_errors(model, wave):
         model.frame_embeddings(np.zeros(SR, np.float32), 0)
 
 
+def test_texts_are_normalised_as_in_training(model, wave):
+    clip = wave[:480000]
+    raw = model.tokenizer(["Dog Barking!", "dog barking"])["input_ids"]
+    assert raw[0] != raw[1]  # the tokenizer alone sees different texts ("!")
+    want = model.frame_probabilities(clip, SR, ["dog barking"])
+    np.testing.assert_array_equal(model.frame_probabilities(clip, SR, ["Dog Barking!"]), want)
+    np.testing.assert_array_equal(model.frame_probabilities(clip, SR, ["  DOG\tbarking. "]), want)
+    np.testing.assert_array_equal(model.embed_text(["Dog Barking!"]), model.embed_text(["dog barking"]))
+    got = model.frame_probabilities_batch([clip], SR, ["«Dog barking»", "A Siren Wails."])[0]
+    np.testing.assert_array_equal(got, model.frame_probabilities_batch([clip], SR, TEXTS)[0])
+    assert model.detect(clip, SR, ["Dog Barking!"], 0.3) == model.detect(clip, SR, ["dog barking"], 0.3)
+
+
+def test_text_empty_after_normalisation_is_a_clear_error(model, wave):
+    for call in (
+        lambda t: model.frame_probabilities(wave[:SR], SR, t),
+        lambda t: model.frame_probabilities_batch([wave[:SR]], SR, t),
+        lambda t: model.detect(wave[:SR], SR, t),
+        model.embed_text,
+    ):
+        with pytest.raises(ValueError, match=r"texts\[1\] = ' \?! ' is empty after text normalisation"):
+            call(["dog", " ?! "])
+        with pytest.raises(ValueError, match=r"texts\[0\] = '' is empty"):
+            call([""])
+
+
 def test_median_filter():
     p = np.array([[0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0]])
     np.testing.assert_array_equal(median_filter_frames(p, 3), [[0, 0, 0, 0, 1, 1, 1, 1]])

@@ -15,6 +15,7 @@ from model.config import FLAMConfig
 from model.heads import l2_normalize, per_text_alpha, per_text_head, projection_mlp
 from model.htsat import HTSAT
 from model.text_encoder import load_text_model, load_tokenizer, pool_text, tokenize
+from model.text_slots import normalize_text
 
 
 @dataclass
@@ -105,7 +106,14 @@ class FLAM(nn.Module):
         return self.logit_scale_a.clamp(max=self.config.logit_scale_max).exp()
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        enc = tokenize(self.tokenizer, texts, self.config.text.max_length)
+        """Token ids of `model.text_slots.normalize_text(t)` for each text — the one text rule of training and
+        inference (NFKC, lower case, whitespace collapsed, edge punctuation stripped; idempotent, so the trainer's
+        already-normalised slot texts pass through unchanged). Lower case also matches OpenFLAM, whose released
+        model was trained on lower-case text. An empty text ("" padding slot) is tokenised as is; the inference
+        helpers reject texts that are empty after normalisation."""
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+            raise ValueError("texts must be a list of strings")
+        enc = tokenize(self.tokenizer, [normalize_text(t) for t in texts], self.config.text.max_length)
         return {k: v.to(self.device) for k, v in enc.items()}
 
     def audio_features(self, wave: torch.Tensor) -> torch.Tensor:

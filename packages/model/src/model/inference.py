@@ -28,6 +28,7 @@ import torch
 
 from model.config import FLAMConfig
 from model.heads import frame_probability, frame_similarity, l2_normalize
+from model.text_slots import normalize_text
 
 if TYPE_CHECKING:
     from model.flam import FLAM
@@ -274,16 +275,26 @@ def embed_audio(model: FLAM, wave: Any, sample_rate: int) -> np.ndarray:
 
 
 def _check_texts(texts: Any) -> list[str]:
+    """A non-empty list of strings, none empty after `normalize_text` (the text rule `FLAM.tokenize` applies)."""
     if isinstance(texts, str) or not isinstance(texts, Sequence) or not texts:
         raise ValueError(f"texts must be a non-empty list of strings, got {texts!r:.80}")
     bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
     if bad:
         raise ValueError(f"texts[{bad[0]}] is not a string: {texts[bad[0]]!r:.80}")
+    empty = [i for i, t in enumerate(texts) if not normalize_text(t)]
+    if empty:
+        raise ValueError(
+            f"texts[{empty[0]}] = {texts[empty[0]]!r:.80} is empty after text normalisation "
+            "(lower case, whitespace and edge punctuation stripped)"
+        )
     return list(texts)
 
 
 @torch.inference_mode()
 def _text(model: FLAM, texts: list[str]):  # noqa: ANN202
+    """Text embeddings, α and β. Texts go through `FLAM.tokenize`, which applies `normalize_text` (the training
+    rule: NFKC, lower case — as OpenFLAM's lower-case training text —, whitespace collapsed, edge punctuation
+    stripped), so "Dog Barking!" and "dog barking" give the same result."""
     enc = model.tokenize(_check_texts(texts))
     with _autocast(model):
         t = model.encode_text(enc["input_ids"], enc["attention_mask"])

@@ -67,6 +67,32 @@ def test_alpha_uses_exp_and_aed_scale(model):
     torch.testing.assert_close(a1, 2 * a0)
 
 
+def test_aed_logit_scale_is_frozen(model, tmp_path):
+    def frozen(m):
+        return m.aed_logit_scale.requires_grad is False and m.aed_logit_scale.item() == 0.0
+
+    assert frozen(model)  # from_config
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert all(p is not model.aed_logit_scale for p in trainable)
+    assert len(trainable) == len(list(model.parameters())) - 1  # everything else trains
+    assert "aed_logit_scale" in model.state_dict()  # the checkpoint key stays
+    model.train()
+    model.requires_grad_(True)
+    assert frozen(model)
+    model.eval()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(state)
+    assert frozen(model)
+    state = {k: torch.nn.Parameter(v) if v.is_floating_point() else v for k, v in state.items()}
+    assert state["aed_logit_scale"].requires_grad
+    model.load_state_dict(state, assign=True)  # even a trainable Parameter in the state dict
+    assert frozen(model)
+    model.save_pretrained(tmp_path / "ck")
+    back = type(model).from_pretrained(tmp_path / "ck")
+    assert frozen(back.train())
+    assert all(p is not back.aed_logit_scale for p in back.parameters() if p.requires_grad)
+
+
 def test_probability_equations():
     torch.manual_seed(0)
     frames, texts = torch.randn(2, 32, 8), torch.randn(3, 8)

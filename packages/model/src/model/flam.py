@@ -54,7 +54,12 @@ class FLAM(nn.Module):
         self.fc_per_text_logit_scale = per_text_head(hidden, config.alpha_bias_init)
         self.fc_per_text_logit_bias = per_text_head(hidden, config.beta_bias_init)
         self.logit_scale_a = nn.Parameter(torch.tensor(config.logit_scale_init))
-        self.aed_logit_scale = nn.Parameter(torch.tensor(0.0))
+        # Fixed at exp(0) = 1, not trained: OpenFLAM holds it at 1 (requires_grad=False) and the paper's α(y) has
+        # no such factor (Eq. 8). Kept as a (frozen) parameter so the state-dict keys stay as they are: our
+        # safetensors checkpoints and the OpenFLAM / LAION-CLAP importers load unchanged. load_state_dict keeps
+        # requires_grad as set here (it copies values; with assign=True torch also keeps the old flag), .train()
+        # does not touch it, and requires_grad_ below leaves it frozen.
+        self.aed_logit_scale = nn.Parameter(torch.tensor(0.0), requires_grad=False)
         self.inference_batch_size = 16  # windows per forward in the inference helpers
         self.inference_hop_frames = 16  # window hop in output frames (16 = 5 s); see model.inference
         self.autocast_dtype: torch.dtype | None = None  # e.g. torch.bfloat16 for CUDA inference
@@ -104,6 +109,12 @@ class FLAM(nn.Module):
     def logit_scale(self) -> torch.Tensor:
         """exp of the clamped CLIP temperature (Eq. 1; clamp ≤ ln 100)."""
         return self.logit_scale_a.clamp(max=self.config.logit_scale_max).exp()
+
+    def requires_grad_(self, requires_grad: bool = True) -> FLAM:
+        """nn.Module.requires_grad_, except that `aed_logit_scale` stays frozen (fixed at 1, see __init__)."""
+        super().requires_grad_(requires_grad)
+        self.aed_logit_scale.requires_grad_(False)
+        return self
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """Token ids of `model.text_slots.normalize_text(t)` for each text — the one text rule of training and

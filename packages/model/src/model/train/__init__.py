@@ -1,0 +1,1 @@
+"""FLAM trainer (`python -m model.train` / `torchrun -m model.train`); never imported by `model/__init__`."""

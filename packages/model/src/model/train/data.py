@@ -1,0 +1,490 @@
+"""The trainer's two data streams (§5.1): global (audio-text shards → L_CLIP) and SED (mixture shards → L_SED).
+
+Determinism and exact resume
+----------------------------
+Every random choice derives from ``(seed, stream, rank, virtual worker, interval)``:
+
+* The batch of training step ``t`` (0-based: the batch that produces step ``t + 1``) is built by virtual
+  worker ``v = t mod n_workers`` of its rank, whichever loader process runs it, in data interval
+  ``c = t // interval_steps``. A virtual worker's state (shard order, source mix, shuffle buffers) is
+  re-seeded at the start of every interval.
+* Per-sample choices (text, tag swap, augmentation) use ``default_rng([seed, stream, rank, v, c, n])`` where
+  ``n`` counts the samples the virtual worker has accepted in the interval.
+* Resuming at step ``s`` rebuilds each virtual worker's interval state and fast-forwards it over the batches
+  of ``[c·interval, s)``: it walks tar headers and decodes (to reproduce skips of undecodable samples) but
+  never augments or labels. So ``--steps 3`` then ``--resume --steps 6`` equals ``--steps 6`` exactly.
+
+Sources and weights
+-------------------
+A source's weight is the probability that a sample of its stream comes from it (weights are normalised over
+the stream's sources). Within an interval each virtual worker walks its share of the source's shards
+(shards are permuted per epoch with a seed shared by all workers; worker ``g`` of ``G = world × workers``
+takes every G-th shard; with fewer shards than workers, workers share a shard and take every k-th sample)
+and shuffles samples through a buffer of references.
+
+Bad data
+--------
+A sample whose JSON or audio cannot be read, or whose labels are malformed, is skipped, logged with its
+source, shard and key, and counted in the batch (``skipped``: source → reason → count); a damaged shard is
+skipped from the damage on. A source none of whose shards yields a sample is an error.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import signal
+import tarfile
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from model.text_slots import build_text_slots, normalize_text
+from model.train.config import DataConfig, SourceConfig
+from model.train.shards import SampleRef, expand_shards, iter_refs, open_shard, read_member
+from synth.audio import resample
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 48000
+CLIP_SAMPLES = 480000
+CLIP_SECONDS = 10.0
+STREAMS = ("global", "sed")
+_STREAM_ID = {"global": 1, "sed": 2}
+
+
+class DataError(ValueError):
+    """A data source cannot be used at all (raised before training or when a source yields nothing)."""
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    shards: tuple[str, ...]
+    weight: float
+
+
+def resolve_sources(sources: Sequence[SourceConfig], stream: str) -> list[Source]:
+    """Expand every source's shard pattern; a source that matches no file raises DataError naming it."""
+    out = []
+    for i, s in enumerate(sources):
+        name = s.name or f"{stream}{i}"
+        files = expand_shards(s.shards)
+        if not files:
+            raise DataError(f"data source {name!r} ({stream} stream): no shard file matches {s.shards!r}")
+        out.append(Source(name, tuple(files), float(s.weight)))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ references
+
+
+class _Files:
+    """Open shard files shared by the header walkers and the buffered references (reference counted)."""
+
+    def __init__(self) -> None:
+        self.open: dict[str, list[Any]] = {}
+
+    def acquire(self, path: str) -> Any:
+        if path not in self.open:
+            self.open[path] = [open_shard(path), 0]
+        self.open[path][1] += 1
+        return self.open[path][0]
+
+    def release(self, path: str) -> None:
+        entry = self.open.get(path)
+        if entry is None:  # already closed by close() (a walker finalised after its sampler)
+            return
+        entry[1] -= 1
+        if entry[1] == 0:
+            entry[0].close()
+            del self.open[path]
+
+    def close(self) -> None:
+        for f, _ in self.open.values():
+            f.close()
+        self.open.clear()
+
+
+def _assignment(perm: np.ndarray, g: int, n_workers: int) -> list[tuple[int, int, int]]:
+    """(shard index, offset, stride) tasks of global worker g among n_workers for one shard permutation."""
+    n = len(perm)
+    if n >= n_workers:
+        return [(int(perm[p]), 0, 1) for p in range(g, n, n_workers)]
+    sharing = [w for w in range(n_workers) if w % n == g % n]  # workers reading the same shard
+    return [(int(perm[g % n]), sharing.index(g), len(sharing))]
+
+
+class _SourceWalker:
+    """Infinite sample references of one source for one global worker in one interval."""
+
+    def __init__(self, source: Source, key: list[int], g: int, n_workers: int, files: _Files,
+                 skipped: Counter) -> None:  # fmt: skip
+        self.source, self.key, self.g, self.n_workers = source, key, g, n_workers
+        self.files, self.skipped = files, skipped
+        self.it = self._walk()
+
+    def _walk(self) -> Iterator[SampleRef]:
+        epoch, share = 0, True
+        while True:
+            perm = np.random.default_rng([*self.key, epoch]).permutation(len(self.source.shards))
+            tasks = _assignment(perm, self.g, self.n_workers) if share else [(int(i), 0, 1) for i in perm]
+            got = 0
+            for idx, offset, stride in tasks:
+                path = self.source.shards[idx]
+                try:
+                    f = self.files.acquire(path)
+                except OSError as e:
+                    self._skip(path, "", "shard_unreadable", e)
+                    continue
+                try:
+                    for i, ref in enumerate(iter_refs(path, f)):
+                        if i % stride == offset:
+                            got += 1
+                            yield ref
+                except (tarfile.TarError, OSError, EOFError) as e:
+                    self._skip(path, "", "shard_damaged", e)
+                finally:
+                    self.files.release(path)
+            if got == 0:
+                if not share:
+                    raise DataError(f"data source {self.source.name!r}: none of its {len(self.source.shards)} "
+                                    "shard(s) holds a readable sample")  # fmt: skip
+                share = False  # fewer samples than workers: this worker reads whole shards from now on
+            epoch += 1
+
+    def _skip(self, shard: str, key: str, reason: str, err: Exception) -> None:
+        self.skipped[(self.source.name, reason)] += 1
+        log.warning(
+            "skipped %s %s%s (%s): %s", self.source.name, shard, f" key {key}" if key else "", reason, err
+        )
+
+
+class StreamSampler:
+    """Sample references of one stream for (rank, virtual worker, interval): source mix + shuffle buffers."""
+
+    def __init__(self, sources: Sequence[Source], seed: int, stream: str, rank: int, world: int,
+                 vworker: int, n_vworkers: int, interval: int, buffer: int) -> None:  # fmt: skip
+        sid = _STREAM_ID[stream]
+        self.sources, self.buffer = list(sources), buffer
+        self.files = _Files()
+        self.skipped: Counter = Counter()
+        g, n_workers = rank * n_vworkers + vworker, world * n_vworkers
+        self.walkers = [
+            _SourceWalker(s, [seed, sid, i, interval], g, n_workers, self.files, self.skipped)
+            for i, s in enumerate(self.sources)
+        ]
+        w = np.array([s.weight for s in self.sources], dtype=np.float64)
+        self.probs = w / w.sum()
+        self.rng = np.random.default_rng([seed, sid, rank, vworker, interval, 0xB0F])
+        self.buffers: list[list[SampleRef]] = [[] for _ in self.sources]
+
+    def next_ref(self) -> tuple[int, SampleRef]:
+        s = int(self.rng.choice(len(self.sources), p=self.probs)) if len(self.sources) > 1 else 0
+        buf = self.buffers[s]
+        while len(buf) < self.buffer:
+            ref = next(self.walkers[s].it)
+            self.files.acquire(ref.shard)
+            buf.append(ref)
+        j = int(self.rng.integers(len(buf)))
+        ref = buf[j]
+        buf[j] = buf[-1]
+        buf.pop()
+        return s, ref
+
+    def read(self, ref: SampleRef) -> dict[str, bytes]:
+        """Bytes of every member of the sample; releases the buffer's hold on its shard."""
+        try:
+            f = self.files.open[ref.shard][0]
+            return {ext: read_member(f, off, size) for ext, off, size in ref.members}
+        finally:
+            self.files.release(ref.shard)
+
+    def close(self) -> None:
+        self.files.close()
+
+
+# ------------------------------------------------------------------------------------------ samples
+
+
+class BadSample(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+def decode_clip(data: bytes) -> np.ndarray:
+    """FLAC/WAV bytes → mono float32 at 48 kHz, exactly 10 s (zero-padded or cut at the end)."""
+    try:
+        x, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except Exception as e:  # noqa: BLE001 - libsndfile raises several types
+        raise BadSample("decode_error", f"cannot decode audio ({e})") from None
+    if x.shape[0] == 0:
+        raise BadSample("decode_error", "audio holds no samples")
+    y = x.mean(axis=1, dtype=np.float32) if x.shape[1] > 1 else x[:, 0]
+    if sr != SAMPLE_RATE:
+        y = resample(y, int(sr), SAMPLE_RATE)
+    if not np.all(np.isfinite(y)):
+        raise BadSample("decode_error", "audio contains NaN or infinity")
+    return fit_length(y)
+
+
+def fit_length(y: np.ndarray, n: int = CLIP_SAMPLES) -> np.ndarray:
+    if len(y) >= n:
+        return np.ascontiguousarray(y[:n], dtype=np.float32)
+    return np.pad(y, (0, n - len(y))).astype(np.float32, copy=False)
+
+
+def _parse_json(files: Mapping[str, bytes]) -> dict[str, Any]:
+    if "json" not in files:
+        raise BadSample("missing_member", "sample has no .json member")
+    try:
+        rec = json.loads(files["json"].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BadSample("bad_json", f"malformed JSON ({e})") from None
+    if not isinstance(rec, dict):
+        raise BadSample("bad_json", "JSON is not an object")
+    return rec
+
+
+def _audio_bytes(files: Mapping[str, bytes]) -> bytes:
+    for ext in ("flac", "wav"):
+        if ext in files:
+            return files[ext]
+    raise BadSample("missing_member", "sample has no .flac or .wav member")
+
+
+def _strings(rec: Mapping[str, Any], key: str) -> list[str]:
+    v = rec.get(key) or []
+    if isinstance(v, str):
+        v = [v]
+    if not isinstance(v, list):
+        return []
+    return [t for t in (normalize_text(x) for x in v if isinstance(x, str)) if t]
+
+
+def global_text(rec: Mapping[str, Any], rng: np.random.Generator) -> str:
+    """C.5: one random caption + one random tag, "caption, tag" (either alone when the other is missing)."""
+    captions, tags = _strings(rec, "text"), _strings(rec, "tag")
+    if not captions and not tags:
+        raise BadSample("no_text", "audio-text sample has neither captions ('text') nor tags ('tag')")
+    parts = []
+    if captions:
+        parts.append(captions[int(rng.integers(len(captions)))])
+    if tags:
+        parts.append(tags[int(rng.integers(len(tags)))])
+    return normalize_text(", ".join(parts))
+
+
+def sed_events(rec: Mapping[str, Any], rng: np.random.Generator, tag_prob: float) -> list[dict[str, Any]]:
+    """C.6: the events with their text replaced by one of their tags with probability `tag_prob`."""
+    events = rec.get("events")
+    if not isinstance(events, list):
+        raise BadSample("bad_labels", "mixture JSON has no 'events' list")
+    out = []
+    for j, ev in enumerate(events):
+        if (
+            not isinstance(ev, dict)
+            or not isinstance(ev.get("text"), str)
+            or not isinstance(ev.get("segments"), list)
+        ):
+            raise BadSample("bad_labels", f"event {j} lacks a text or a segments list")
+        text = normalize_text(ev["text"])
+        tags = _strings(ev, "tags")
+        if tags and rng.random() < tag_prob:
+            text = tags[int(rng.integers(len(tags)))]
+        if not text:
+            raise BadSample("bad_labels", f"event {j} has an empty text")
+        out.append({"text": text, "segments": ev["segments"]})
+    return out
+
+
+def augment(y: np.ndarray, rng: np.random.Generator, prob: float, rates: Sequence[int]) -> np.ndarray:
+    """C.5: with probability `prob`, down-sample to a random rate of `rates` and back to 48 kHz."""
+    if not rates or rng.random() >= prob:
+        return y
+    rate = int(rates[int(rng.integers(len(rates)))])
+    return fit_length(resample(resample(y, SAMPLE_RATE, rate), rate, SAMPLE_RATE))
+
+
+# ------------------------------------------------------------------------------------------ batches
+
+
+@dataclass
+class _Interval:
+    index: int
+    samplers: dict[str, StreamSampler]
+    accepted: dict[str, int]
+
+
+class TrainStream(IterableDataset):
+    """Per-rank batches for steps [start_step, end_step); see the module docstring for the exact rules."""
+
+    def __init__(self, cfg: DataConfig, sources: Mapping[str, Sequence[Source]], seed: int, n_frames: int,
+                 rank: int, world: int, start_step: int, end_step: int) -> None:  # fmt: skip
+        super().__init__()
+        self.cfg, self.sources, self.seed, self.n_frames = cfg, dict(sources), seed, n_frames
+        self.rank, self.world, self.start, self.end = rank, world, start_step, end_step
+        for name, total in (("global_batch", cfg.global_batch), ("sed_batch", cfg.sed_batch)):
+            if total % world:
+                raise ValueError(f"data.{name}={total} is not divisible by the world size {world}")
+        self.batch = {"global": cfg.global_batch // world, "sed": cfg.sed_batch // world}
+        self.batch = {k: v for k, v in self.batch.items() if v > 0 and self.sources.get(k)}
+        self.n_vworkers = max(cfg.num_workers, 1)
+        self._interval: _Interval | None = None
+        self._vworker = 0
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        w = info.id if info is not None else 0
+        self._vworker = (self.start + w) % self.n_vworkers
+        try:
+            for t in range(self.start + w, self.end, self.n_vworkers):
+                yield self.batch_for(t)
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        if self._interval is not None:
+            for s in self._interval.samplers.values():
+                s.close()
+            self._interval = None
+
+    def _enter(self, t: int) -> None:
+        """Make the interval state current for step t, fast-forwarding over this worker's earlier steps."""
+        c = t // self.cfg.interval_steps
+        if self._interval is not None and self._interval.index == c:
+            return
+        self._close()
+        samplers = {
+            name: StreamSampler(
+                self.sources[name],
+                self.seed,
+                name,
+                self.rank,
+                self.world,
+                self._vworker,
+                self.n_vworkers,
+                c,
+                self.cfg.shuffle_buffer,
+            )  # fmt: skip
+            for name in self.batch
+        }
+        self._interval = _Interval(c, samplers, dict.fromkeys(self.batch, 0))
+        first = c * self.cfg.interval_steps
+        first += (self._vworker - first) % self.n_vworkers
+        for _ in range(first, t, self.n_vworkers):
+            for name, n in self.batch.items():
+                for _ in range(n):
+                    self._next_sample(name, build=False)
+
+    def _next_sample(self, stream: str, build: bool = True) -> dict[str, Any] | None:
+        """Draw the stream's next good sample (skipping bad ones); None when `build` is False."""
+        iv = self._interval
+        sampler = iv.samplers[stream]
+        while True:
+            s, ref = sampler.next_ref()
+            source = sampler.sources[s].name
+            try:
+                files = sampler.read(ref)
+                rec = _parse_json(files)
+                wave = decode_clip(_audio_bytes(files))
+            except (BadSample, OSError) as e:
+                reason = e.reason if isinstance(e, BadSample) else "read_error"
+                sampler.skipped[(source, reason)] += 1
+                log.warning("skipped %s %s key %s (%s): %s", source, ref.shard, ref.key, reason, e)
+                continue
+            n = iv.accepted[stream]
+            rng = np.random.default_rng(
+                [self.seed, _STREAM_ID[stream], self.rank, self._vworker, iv.index, n]
+            )
+            try:
+                if stream == "global":
+                    out = {"text": global_text(rec, rng)}
+                else:
+                    events = sed_events(rec, rng, self.cfg.tag_prob)
+                    duration = float(rec.get("duration", CLIP_SECONDS))
+                    if not duration > 0:
+                        raise BadSample("bad_labels", f"duration {duration!r} is not positive")
+                    duration = min(duration, CLIP_SECONDS)
+                    # the frame-label rule runs here too, so a malformed segment is a counted skip
+                    build_text_slots([events], duration, self.n_frames, overflow="grow")
+                    out = {"events": events, "duration": duration}
+            except (BadSample, ValueError, TypeError) as e:
+                reason = e.reason if isinstance(e, BadSample) else "bad_labels"
+                sampler.skipped[(source, reason)] += 1
+                log.warning("skipped %s %s key %s (%s): %s", source, ref.shard, ref.key, reason, e)
+                continue
+            iv.accepted[stream] = n + 1
+            if not build:
+                return None
+            out["wave"] = augment(wave, rng, self.cfg.resample_prob, self.cfg.resample_rates)
+            out["key"] = f"{source}/{ref.key}"
+            return out
+
+    def batch_for(self, t: int) -> dict[str, Any]:
+        """The per-rank batch of step t (global clips first, then SED clips)."""
+        t0 = time.perf_counter()
+        self._enter(t)
+        samples = {name: [self._next_sample(name) for _ in range(n)] for name, n in self.batch.items()}
+        g, s = samples.get("global", []), samples.get("sed", [])
+        wave = (
+            torch.from_numpy(np.stack([x["wave"] for x in g + s])) if g or s else torch.zeros(0, CLIP_SAMPLES)
+        )
+        batch: dict[str, Any] = {
+            "step": t,
+            "wave": wave,
+            "global_texts": [x["text"] for x in g],
+            "n_global": len(g),
+        }
+        if s:
+            n_slots = self.cfg.n_slots or None
+            slots = build_text_slots(
+                [x["events"] for x in s], [x["duration"] for x in s], self.n_frames,
+                slots_per_clip=self.cfg.slots_per_clip, n_slots=n_slots, min_overlap=self.cfg.min_overlap,
+                overflow=self.cfg.overflow,
+            )  # fmt: skip
+            batch.update(
+                slot_texts=slots.texts, text_ids=slots.text_ids, text_mask=slots.text_mask,
+                event_ids=slots.event_ids, event_frames=slots.event_frames,
+                n_unique_texts=slots.n_unique_texts, n_dropped_texts=slots.n_dropped_texts,
+            )  # fmt: skip
+        skipped: Counter = Counter()
+        for sampler in self._interval.samplers.values():
+            skipped.update(sampler.skipped)
+            sampler.skipped.clear()
+        batch["skipped"] = {f"{src}/{reason}": n for (src, reason), n in sorted(skipped.items())}
+        batch["keys"] = [x["key"] for x in g + s]
+        batch["data_time"] = time.perf_counter() - t0
+        return batch
+
+
+def _worker_init(_: int) -> None:
+    # Ctrl-C reaches the whole process group: the trainer handles it; workers must not die mid-batch.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def make_loader(stream: TrainStream, pin_memory: bool = False, seed: int = 0) -> DataLoader:
+    """One batch per item (batches are built inside the workers); workers start with forkserver.
+
+    The loader draws its base seed from a generator of its own, so creating it never advances the global
+    torch RNG (a resumed run would otherwise see different drop-path / SpecAugment draws)."""
+    nw = stream.cfg.num_workers
+    return DataLoader(
+        stream,
+        generator=torch.Generator().manual_seed(seed),
+        batch_size=None,
+        num_workers=nw,
+        multiprocessing_context="forkserver" if nw > 0 else None,
+        worker_init_fn=_worker_init if nw > 0 else None,
+        prefetch_factor=2 if nw > 0 else None,
+        pin_memory=pin_memory,
+    )

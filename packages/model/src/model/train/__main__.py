@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 
 from model.train.config import SourceConfig, load
+
+
+_OVERRIDE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -27,13 +31,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--steps", type=int, default=None, help="stop after step N (the schedule keeps its length)"
     )
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
-    p.add_argument("--mixtures", nargs="+", default=None, metavar="DIR",
+    p.add_argument("--mixtures", nargs="+", action="extend", default=None, metavar="DIR",
                    help="SED sources: replace the config's with one source per DIR (weight 1)")  # fmt: skip
-    p.add_argument("--audio-text", nargs="+", default=None, metavar="DIR",
+    p.add_argument("--audio-text", nargs="+", action="extend", default=None, metavar="DIR",
                    help="global sources: replace the config's with one source per DIR (weight 1)")  # fmt: skip
     p.add_argument("--log-level", default="INFO")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. seed=1")
     args = p.parse_args(argv)
+    # `--mixtures A B seed=1`: argparse hands key=value items after a list flag to the list; move them back
+    for name in ("mixtures", "audio_text"):
+        items = getattr(args, name)
+        if items:
+            setattr(args, name, [i for i in items if not _OVERRIDE_RE.match(i)])
+            args.overrides = [i for i in items if _OVERRIDE_RE.match(i)] + args.overrides
+            if not getattr(args, name):
+                p.error(f"--{name.replace('_', '-')} needs at least one folder")
     for item in args.overrides:
         if "=" not in item:
             p.error(f"unexpected argument {item!r} (overrides are key=value)")

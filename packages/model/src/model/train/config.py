@@ -99,6 +99,9 @@ class RunConfig:
     steps: int = -1  # stop after this step (-1 = optim.total_steps; 0 = write the initial model); `--steps`
     precision: str = "auto"  # "auto" = bf16 autocast on CUDA, fp32 on CPU; losses are always fp32
     device: str = "auto"  # "auto" | "cpu" | "cuda"
+    compile: bool = (
+        False  # torch.compile the audio encoder in place (same state-dict keys); first steps compile
+    )
     log_every: int = 10
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
@@ -161,6 +164,11 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
             raise ValueError(f"{where}: expected an integer, got {value!r}")
         return int(value)
     if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise ValueError(f"{where}: expected a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError(f"{where}: expected a number, got {value!r}")
         return float(value)

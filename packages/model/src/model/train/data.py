@@ -299,20 +299,25 @@ def sed_events(rec: Mapping[str, Any], rng: np.random.Generator, tag_prob: float
             raise BadSample("bad_labels", f"event {j} lacks a text or a segments list")
         text = normalize_text(ev["text"])
         tags = _strings(ev, "tags")
-        if tags and rng.random() < tag_prob:
+        swapped = bool(tags) and rng.random() < tag_prob
+        if swapped:
             text = tags[int(rng.integers(len(tags)))]
         if not text:
             raise BadSample("bad_labels", f"event {j} has an empty text")
-        out.append({"text": text, "segments": ev["segments"]})
+        out.append({"text": text, "segments": ev["segments"], "tag_swapped": swapped})
     return out
 
 
-def augment(y: np.ndarray, rng: np.random.Generator, prob: float, rates: Sequence[int]) -> np.ndarray:
-    """C.5: with probability `prob`, down-sample to a random rate of `rates` and back to 48 kHz."""
+def augment(
+    y: np.ndarray, rng: np.random.Generator, prob: float, rates: Sequence[int]
+) -> tuple[np.ndarray, int]:
+    """C.5: with probability `prob`, down-sample to a random rate of `rates` and back to 48 kHz.
+
+    Returns (audio, rate used or 0 when the clip was left alone)."""
     if not rates or rng.random() >= prob:
-        return y
+        return y, 0
     rate = int(rates[int(rng.integers(len(rates)))])
-    return fit_length(resample(resample(y, SAMPLE_RATE, rate), rate, SAMPLE_RATE))
+    return fit_length(resample(resample(y, SAMPLE_RATE, rate), rate, SAMPLE_RATE)), rate
 
 
 # ------------------------------------------------------------------------------------------ batches
@@ -426,7 +431,9 @@ class TrainStream(IterableDataset):
             iv.accepted[stream] = n + 1
             if not build:
                 return None
-            out["wave"] = augment(wave, rng, self.cfg.resample_prob, self.cfg.resample_rates)
+            out["wave"], out["resampled_to"] = augment(
+                wave, rng, self.cfg.resample_prob, self.cfg.resample_rates
+            )
             out["key"] = f"{source}/{ref.key}"
             return out
 
@@ -435,36 +442,45 @@ class TrainStream(IterableDataset):
         t0 = time.perf_counter()
         self._enter(t)
         samples = {name: [self._next_sample(name) for _ in range(n)] for name, n in self.batch.items()}
-        g, s = samples.get("global", []), samples.get("sed", [])
-        wave = (
-            torch.from_numpy(np.stack([x["wave"] for x in g + s])) if g or s else torch.zeros(0, CLIP_SAMPLES)
-        )
-        batch: dict[str, Any] = {
-            "step": t,
-            "wave": wave,
-            "global_texts": [x["text"] for x in g],
-            "n_global": len(g),
-        }
-        if s:
-            n_slots = self.cfg.n_slots or None
-            slots = build_text_slots(
-                [x["events"] for x in s], [x["duration"] for x in s], self.n_frames,
-                slots_per_clip=self.cfg.slots_per_clip, n_slots=n_slots, min_overlap=self.cfg.min_overlap,
-                overflow=self.cfg.overflow,
-            )  # fmt: skip
-            batch.update(
-                slot_texts=slots.texts, text_ids=slots.text_ids, text_mask=slots.text_mask,
-                event_ids=slots.event_ids, event_frames=slots.event_frames,
-                n_unique_texts=slots.n_unique_texts, n_dropped_texts=slots.n_dropped_texts,
-            )  # fmt: skip
+        batch = collate(samples.get("global", []), samples.get("sed", []), self.cfg, self.n_frames)
         skipped: Counter = Counter()
         for sampler in self._interval.samplers.values():
             skipped.update(sampler.skipped)
             sampler.skipped.clear()
         batch["skipped"] = {f"{src}/{reason}": n for (src, reason), n in sorted(skipped.items())}
-        batch["keys"] = [x["key"] for x in g + s]
+        batch["step"] = t
         batch["data_time"] = time.perf_counter() - t0
         return batch
+
+
+def collate(g: Sequence[Mapping[str, Any]], s: Sequence[Mapping[str, Any]], cfg: DataConfig,
+            n_frames: int) -> dict[str, Any]:  # fmt: skip
+    """A per-rank batch from global samples `g` and SED samples `s` (text slots built over `s`).
+
+    Also counts what the realised augmentation and tag rates are measured from (`n_resampled`,
+    `n_events`, `n_tag_swaps`)."""
+    both = list(g) + list(s)
+    wave = torch.from_numpy(np.stack([x["wave"] for x in both])) if both else torch.zeros(0, CLIP_SAMPLES)
+    batch: dict[str, Any] = {
+        "wave": wave,
+        "global_texts": [x["text"] for x in g],
+        "n_global": len(g),
+        "keys": [x["key"] for x in both],
+        "n_resampled": sum(1 for x in both if x.get("resampled_to")),
+        "n_events": sum(len(x["events"]) for x in s),
+        "n_tag_swaps": sum(ev["tag_swapped"] for x in s for ev in x["events"]),
+    }
+    if s:
+        slots = build_text_slots(
+            [x["events"] for x in s], [x["duration"] for x in s], n_frames, slots_per_clip=cfg.slots_per_clip,
+            n_slots=cfg.n_slots or None, min_overlap=cfg.min_overlap, overflow=cfg.overflow,
+        )  # fmt: skip
+        batch.update(
+            slot_texts=slots.texts, text_ids=slots.text_ids, text_mask=slots.text_mask,
+            event_ids=slots.event_ids, event_frames=slots.event_frames,
+            n_unique_texts=slots.n_unique_texts, n_dropped_texts=slots.n_dropped_texts,
+        )  # fmt: skip
+    return batch
 
 
 def _worker_init(_: int) -> None:

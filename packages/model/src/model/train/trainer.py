@@ -147,9 +147,9 @@ class Trainer:
             "sed": resolve_sources(d.sed_sources, "sed") if d.sed_batch > 0 else [],
         }
         if self.rank == 0:
-            self.out.mkdir(parents=True, exist_ok=True)
             probe = self.out / f".write-test-{os.getpid()}"
             try:
+                self.out.mkdir(parents=True, exist_ok=True)
                 probe.write_text("ok")
                 probe.unlink()
             except OSError as e:
@@ -173,6 +173,8 @@ class Trainer:
         model.train()
         set_batchnorm_mode(model, cfg.model.batchnorm)
         self.model = model.to(self.device)
+        if cfg.run.compile:
+            self.model.audio_branch.compile(dynamic=False)  # nn.Module.compile: keys unchanged
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.ddp = self._wrap(self.model)
         self.optimizer = self._setup_optimizer()
@@ -330,6 +332,8 @@ class Trainer:
             since["skipped_samples"] += sum(batch["skipped"].values())
             since["dropped_texts"] += int(batch.get("n_dropped_texts", 0))
             since["unique_texts"] += int(batch.get("n_unique_texts", 0))
+            for k in ("n_resampled", "n_events", "n_tag_swaps"):
+                since[k] += int(batch.get(k, 0))
             skipped_by_source.update(batch["skipped"])
             if batch["skipped"]:
                 log.warning("rank %d step %d skipped samples: %s", self.rank, self.step, batch["skipped"])
@@ -368,7 +372,8 @@ class Trainer:
         return self._all_reduce([flag], dist.ReduceOp.MAX if self.distributed else None)[0] > 0
 
     def _write_log(self, report: dict[str, float], since: Counter, steps: int, elapsed: float) -> None:
-        totals = self._all_reduce([since["skipped_samples"], since["dropped_texts"], since["unique_texts"]])
+        keys = ("skipped_samples", "dropped_texts", "unique_texts", "n_resampled", "n_events", "n_tag_swaps")
+        totals = dict(zip(keys, self._all_reduce([float(since[k]) for k in keys]), strict=True))
         wait = self._all_reduce([since["data_wait_s"]], dist.ReduceOp.MAX if self.distributed else None)[0]
         rec = {
             "step": self.step,
@@ -379,9 +384,12 @@ class Trainer:
             "l_prior": report["l_prior"],
             "samples_per_s": self.clips_per_step * steps / max(elapsed, 1e-9),
             "data_wait_s": wait,
-            "skipped_samples": int(totals[0]),
-            "dropped_texts": int(totals[1]),
-            "unique_texts": int(totals[2]),
+            "skipped_samples": int(totals["skipped_samples"]),
+            "dropped_texts": int(totals["dropped_texts"]),
+            "unique_texts": int(totals["unique_texts"]),
+            # realised rates since the last log line (C.5: 0.3 resampled; C.6: 0.5 tag texts)
+            "resampled_share": totals["n_resampled"] / max(self.clips_per_step * steps, 1),
+            "tag_text_share": totals["n_tag_swaps"] / max(totals["n_events"], 1),
             "grad_norm": report["grad_norm"],
             "logit_scale": report["logit_scale"],
             "bad_steps": int(since["bad_steps"]),

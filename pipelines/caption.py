@@ -1,6 +1,6 @@
 """Caption every corpus file with an LLM (or the built-in template captioner) into a source manifest.
 
-    uv run python pipelines/caption.py --corpus ../shared/corpus/dev --out data/manifest.parquet
+    uv run python pipelines/caption.py --corpus corpus/demo --out data/manifest.parquet
     uv run python pipelines/caption.py --corpus gs://b/corpus --out gs://b/manifest.parquet \\
         --captioner vllm --endpoint http://10.0.0.5:8000/v1 --model mistralai/Mixtral-8x7B-Instruct-v0.1 \\
         --runner=DataflowRunner --project P --region R --temp_location gs://b/tmp

@@ -10,7 +10,7 @@ from typing import Any
 
 @dataclass(frozen=True)
 class FrontEndConfig:
-    """LAION-CLAP / OpenFLAM log-mel front end (OPENFLAM_COMPAT.md §Audio path 1–4)."""
+    """LAION-CLAP / OpenFLAM log-mel front end (same numbers as the released model)."""
 
     sample_rate: int = 48000
     clip_samples: int = 480000  # 10 s

@@ -1,6 +1,6 @@
 """Log-mel front end (LAION-CLAP / OpenFLAM): STFT power → Slaney mel → dB → BatchNorm over mel bins.
 
-Matches OPENFLAM_COMPAT.md §Audio path 2–4: n_fft 1024, hop 480, periodic Hann, center=True with reflect
+Matches the released OpenFLAM front end: n_fft 1024, hop 480, periodic Hann, center=True with reflect
 padding (1001 frames per 10 s at 48 kHz), power = re² + im², Slaney mel filterbank (64 bins, 50–14000 Hz,
 area-normalised), 10·log10(clamp(·, 1e-10)) without top_db clipping. The STFT runs through `torch.stft`
 (FFT) instead of torchlibrosa's conv1d with DFT kernels — the same numbers up to float rounding, cheaper.

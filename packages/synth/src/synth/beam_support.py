@@ -23,7 +23,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LOCAL_RUNNER = "FnApiRunner"  # the DirectRunner would first try to download Prism (DESIGN.md)
+DEFAULT_LOCAL_RUNNER = "FnApiRunner"  # the DirectRunner would first try to download the Prism runner binary
 LOCAL_RUNNERS = frozenset(
     {"FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner", "InteractiveRunner"}
 )

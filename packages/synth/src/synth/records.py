@@ -31,7 +31,7 @@ def json_record_bytes(obj: Any) -> bytes:
 
 
 def mixture_record(key: str, spec: Any, rendered: Any, sr: int) -> dict[str, Any]:
-    """DESIGN.md's mixture sample JSON: ``{key, sample_rate, duration, events, spec}``."""
+    """The mixture sample JSON: ``{key, sample_rate, duration, events, spec}``."""
     events = [
         {
             "text": str(e["text"]),

@@ -2,7 +2,7 @@
 
 Output layout under ``out``::
 
-    mixtures/<split>/shard-NNNNNN.tar    <key>.flac + <key>.json (DESIGN.md mixture sample), + index.json
+    mixtures/<split>/shard-NNNNNN.tar    <key>.flac + <key>.json (mixture sample, see README "Data formats"), + index.json
     audio_text/<split>/shard-NNNNNN.tar  <key>.flac + <key>.json {"text": [...], "tag": [...]}, + index.json
     manifest.parquet                     the ingested manifest (only with --corpus)
 """

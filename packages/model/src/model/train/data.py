@@ -308,6 +308,23 @@ def sed_events(rec: Mapping[str, Any], rng: np.random.Generator, tag_prob: float
     return out
 
 
+def clip_segments(events: list[dict[str, Any]], duration: float) -> list[dict[str, Any]]:
+    """Segments cut at the clip's real length (audio past it is zero padding, never an event)."""
+    out = []
+    for ev in events:
+        segs = []
+        for seg in ev["segments"]:
+            if not isinstance(seg, list | tuple) or len(seg) != 2:
+                raise BadSample("bad_labels", f"segment {seg!r} is not [onset, offset]")
+            on, off = float(seg[0]), float(seg[1])
+            if not (np.isfinite(on) and np.isfinite(off)) or off < on:
+                raise BadSample("bad_labels", f"invalid segment [{on}, {off}]")
+            if min(off, duration) > max(on, 0.0):
+                segs.append([max(on, 0.0), min(off, duration)])
+        out.append({**ev, "segments": segs})
+    return out
+
+
 def augment(
     y: np.ndarray, rng: np.random.Generator, prob: float, rates: Sequence[int]
 ) -> tuple[np.ndarray, int]:
@@ -419,10 +436,11 @@ class TrainStream(IterableDataset):
                     duration = float(rec.get("duration", CLIP_SECONDS))
                     if not duration > 0:
                         raise BadSample("bad_labels", f"duration {duration!r} is not positive")
-                    duration = min(duration, CLIP_SECONDS)
-                    # the frame-label rule runs here too, so a malformed segment is a counted skip
-                    build_text_slots([events], duration, self.n_frames, overflow="grow")
-                    out = {"events": events, "duration": duration}
+                    events = clip_segments(events, min(duration, CLIP_SECONDS))
+                    # labels live on the 10-s grid of the (padded) clip the model sees; the frame-label rule
+                    # runs here too, so a malformed segment is a counted skip
+                    build_text_slots([events], CLIP_SECONDS, self.n_frames, overflow="grow")
+                    out = {"events": events, "duration": CLIP_SECONDS}
             except (BadSample, ValueError, TypeError) as e:
                 reason = e.reason if isinstance(e, BadSample) else "bad_labels"
                 sampler.skipped[(source, reason)] += 1

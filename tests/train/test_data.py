@@ -255,3 +255,15 @@ def test_decode_pads_short_and_resamples(tmp_path):
     sf.write(buf, np.full((16000, 2), 0.25, np.float32), 16000, format="WAV")
     y = decode_clip(buf.getvalue())
     assert y.shape == (480000,) and abs(y[20000] - 0.25) < 1e-3 and y[-1] == 0.0
+
+
+def _read_samples(folder: Path) -> list[tuple[np.ndarray, dict]]:
+    """(audio, record) of every sample of the shards in `folder`, in shard and key order."""
+    out = []
+    for shard in sorted(folder.glob("shard-*.tar")):
+        with tarfile.open(shard) as t:
+            for name in sorted(n for n in t.getnames() if n.endswith(".json")):
+                rec = json.loads(t.extractfile(name).read())
+                wave, _ = sf.read(io.BytesIO(t.extractfile(name[:-5] + ".flac").read()), dtype="float32")
+                out.append((wave, rec))
+    return out

@@ -125,7 +125,10 @@ def stages(args: argparse.Namespace, n_batches: int) -> dict:
     batch's text slots); the rest is the tar walk, reading, JSON, text choice and np.stack."""
     from model.train import data as D
 
-    spent: dict[str, float] = {"decode_clip": 0.0, "augment": 0.0, "build_text_slots": 0.0}
+    names = ("decode_clip", "augment", "build_text_slots")
+    spent: dict[str, float] = {
+        n: 0.0 for n in names if callable(getattr(D, n, None))
+    }  # as the module has them
     originals = {name: getattr(D, name) for name in spent}
 
     def wrap(name: str):  # noqa: ANN202
@@ -166,6 +169,8 @@ def stages(args: argparse.Namespace, n_batches: int) -> dict:
     out["other_ms"] = round(1e3 * (total - sum(spent.values())) / clips, 3)
     out["total_ms"] = round(1e3 * total / clips, 3)
     out["clips"] = clips
+    if "decode_clip_ms" in out:  # interleaved in one process, so robust to machine load; no IPC in it
+        out["decode_share"] = round(out["decode_clip_ms"] / out["total_ms"], 3)
     return out
 
 

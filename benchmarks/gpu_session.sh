@@ -12,13 +12,14 @@
 #
 # Exact calls:
 #   bash benchmarks/gpu_session.sh prepare                                         # here, once
-#   run(command="bash benchmarks/gpu_session.sh", carry=[".devcarry"], timeout_s=580)   # device tool
+#   run(command="bash benchmarks/gpu_session.sh", carry=[".devcarry"], timeout_s=580, kind="nvidia-h200")
+#   (kind: B=256 per stream = 512 clips + ~1,500 texts in one bf16 step needs an estimated 60–90 GiB, more than an
+#   H100 may hold; on OOM train_step.py retries with gradient checkpointing and says so in its JSON)
 #   run(command="bash benchmarks/gpu_session.sh issue4", carry=[".devcarry"], timeout_s=420)
 # Results: $OUT/{gpu.txt,session.log,train_step_eager.json,train_step_compiled.json,loader.json} (issue7).
 #
 # Without CUDA (a local check of the same paths): smoke sizes (B=2, 2 workers), no compile, e.g.
-#   PY=.venv/bin/python PEER_PY="$(uv run --with h5py python -c 'import sys; print(sys.executable)')" \
-#       OUT=/tmp/gpu_out bash benchmarks/gpu_session.sh issue7
+#   PY=.venv/bin/python PEER_PY="uv run --with h5py python" OUT=/tmp/gpu_out bash benchmarks/gpu_session.sh issue7
 # Every step has its own time limit so that a slow one cannot take the others' results with it.
 set -u
 cd "$(dirname "$0")/.."

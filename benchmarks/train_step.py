@@ -16,7 +16,7 @@ apart as `h2d_wave_ms` from pinned memory), global texts "caption, tag" of 6–2
 event text is unique and all 5·B slots are filled, as with captioned mixtures.
 
     uv run python benchmarks/train_step.py --batch 2                         # CPU smoke (fp32)
-    uv run --with h5py python benchmarks/train_step.py --batch 2 --peer      # + LAION-CLAP's step (needs h5py)
+    uv run python benchmarks/train_step.py --batch 2 --peer --peer-python 'uv run --with h5py python'  # + peer
     python benchmarks/train_step.py --batch 256 --peer --json $OUT/x.json    # CUDA: bf16 autocast, MFU
 
 samples/s = audio clips through the encoder per second (2·B per step). MFU (CUDA): FLOPs of one eager step
@@ -33,6 +33,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -164,7 +165,7 @@ def run_peer(args: argparse.Namespace) -> dict:
         return {"error": f"no peer sources in {args.peer_src} (bash ../shared/bench/prepare_peers.sh DEST)"}
     env = {k: v for k, v in os.environ.items() if k != "OUT"}  # its own JSON file would be one more in $OUT
     env.update(PEER_SRC=str(Path(args.peer_src).resolve()), PYTHONUNBUFFERED="1")
-    cmd = [args.peer_python, str(script)]
+    cmd = [*shlex.split(args.peer_python), str(script)]
     t = time.perf_counter()
     try:
         p = subprocess.run(
@@ -232,7 +233,11 @@ def main() -> None:
     ap.add_argument("--tf32", action="store_true", help="allow TF32 in fp32 matmuls on CUDA")
     ap.add_argument("--peer", action="store_true", help="also run LAION-CLAP's step (subprocess) first")
     ap.add_argument("--peer-src", default=os.environ.get("PEER_SRC", str(REPO / ".devcarry" / "peer_src")))
-    ap.add_argument("--peer-python", default=sys.executable, help="interpreter for the peer (needs h5py)")
+    ap.add_argument(
+        "--peer-python",
+        default=sys.executable,
+        help="interpreter (command) for the peer; it needs h5py, e.g. 'uv run --with h5py python'",
+    )
     ap.add_argument("--peer-timeout", type=int, default=300)
     ap.add_argument("--peer-json", default="", help="peer result of an earlier run (this script's JSON)")
     ap.add_argument("--json", default="", help="write the result here")
@@ -412,7 +417,8 @@ def main() -> None:
     if "peer" in res:
         res["vs_peer"] = peer_ratios(res["peer"], args.batch, res["samples_per_s"])
     emit()
-    tag = f"{args.audio}+{Path(text_dir).name} B={args.batch}/stream {args.dtype}" + (
+    text_name = "MiniLM-L6 (fallback)" if text_note.startswith("FALLBACK") else Path(text_dir).name
+    tag = f"{args.audio}+{text_name} B={args.batch}/stream {args.dtype}" + (
         " compiled" if args.compile else ""
     )
     print(f"\nours ({tag}, {dev_name}): {res['samples_per_s']} clips/s, step {res['step_ms_mean']} ms "

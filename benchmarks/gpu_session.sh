@@ -13,7 +13,7 @@
 # Exact calls:
 #   bash benchmarks/gpu_session.sh prepare                                         # here, once
 #   run(command="bash benchmarks/gpu_session.sh", carry=[".devcarry"], timeout_s=580, kind="nvidia-h200")
-#   (kind: B=256 per stream = 512 clips + ~1,500 texts in one bf16 step needs an estimated 60–90 GiB, more than an
+#   (kind: B=256 per stream = 512 clips + 1,536 texts in one bf16 step needs an estimated 60–90 GiB, more than an
 #   H100 may hold; on OOM train_step.py retries with gradient checkpointing and says so in its JSON)
 #   run(command="bash benchmarks/gpu_session.sh issue4", carry=[".devcarry"], timeout_s=420)
 # Results: $OUT/{gpu.txt,session.log,train_step_eager.json,train_step_compiled.json,loader.json} (issue7).
@@ -68,15 +68,15 @@ setup_device() {
 }
 
 issue7() {
-  local b=256 workers=16 gb=64 sb=64 compile=--compile steps="" data="$CARRY/data"
-  if [ "$CUDA" != 1 ]; then  # local check of the same paths: smoke sizes, no compile (minutes on a CPU)
-    b=2 workers=2 gb=8 sb=8 compile="" steps="--steps 1 --warmup 1"
+  local b=256 workers=16 gb=64 sb=64 compile=--compile steps="" data="$CARRY/data" te=220 tp=140 tl=90
+  if [ "$CUDA" != 1 ]; then  # local check of the same paths: smoke sizes, no compile, CPU-sized time limits
+    b=2 workers=2 gb=8 sb=8 compile="" steps="--steps 1 --warmup 1" te=900 tp=600 tl=300
   fi
   [ -d "$data/mixtures" ] || data=data  # local check without prepare
   local mix="$data/mixtures" at="$data/audio_text"
   [ "$data" = data ] && mix=data/mixtures/train at=data/audio_text/train
   echo "== train step: ours eager + LAION-CLAP's step (peer, same run), B=$b per stream"
-  timeout 220 "$PY" benchmarks/train_step.py --batch "$b" $steps --peer --peer-timeout 140 \
+  timeout "$te" "$PY" benchmarks/train_step.py --batch "$b" $steps --peer --peer-timeout "$tp" \
     --peer-python "${PEER_PY:-$PY}" --json "$OUT/train_step_eager.json" | tail -n 6
   if [ -n "$compile" ]; then
     echo "== train step: ours, audio branch compiled"
@@ -84,7 +84,7 @@ issue7() {
       --json "$OUT/train_step_compiled.json" | tail -n 6
   fi
   echo "== loader: $workers workers vs plain FLAC decode"
-  timeout 90 "$PY" benchmarks/loader.py --workers "$workers" --global-batch "$gb" --sed-batch "$sb" \
+  timeout "$tl" "$PY" benchmarks/loader.py --workers "$workers" --global-batch "$gb" --sed-batch "$sb" \
     --mixtures "$mix" --audio-text "$at" --json "$OUT/loader.json" | tail -n 4
 }
 

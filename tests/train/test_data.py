@@ -115,7 +115,10 @@ def test_source_weights_are_per_sample_probabilities(train_shards, tmp_path):
             shutil.copy(s, tmp_path / name / s.name)
     cfg = data_cfg(
         train_shards,
-        sed_sources=(SourceConfig("a", str(tmp_path / "a"), 0.8), SourceConfig("b", str(tmp_path / "b"), 0.2)),
+        sed_sources=(
+            SourceConfig("a", str(tmp_path / "a"), 0.8),
+            SourceConfig("b", str(tmp_path / "b"), 0.2),
+        ),
         global_batch=0,
         sed_batch=20,
         resample_prob=0.0,
@@ -227,7 +230,9 @@ def test_realised_tag_and_resample_rates(train_shards):
     ev = {"events": [{"text": "dog barking", "tags": ["dog", "animal"], "segments": [[0, 1]]}]}
     swaps = [sed_events(ev, rng, 0.5)[0]["tag_swapped"] for _ in range(4000)]
     assert abs(np.mean(swaps) - 0.5) < 0.03
-    cfg = data_cfg(train_shards, global_batch=8, sed_batch=8, interval_steps=100, tag_prob=0.5, resample_prob=0.3)
+    cfg = data_cfg(
+        train_shards, global_batch=8, sed_batch=8, interval_steps=100, tag_prob=0.5, resample_prob=0.3
+    )
     s = stream(cfg, 0, 12)
     got = [s.batch_for(t) for t in range(12)]
     resampled = sum(b["n_resampled"] for b in got) / sum(len(b["keys"]) for b in got)

@@ -14,7 +14,6 @@ import sys
 
 from model.train.config import SourceConfig, load
 
-
 _OVERRIDE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=")
 
 

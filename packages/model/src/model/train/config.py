@@ -63,6 +63,9 @@ class DataConfig:
     tag_prob: float = 0.5  # C.6: SED event text replaced by one of its tags
     resample_prob: float = 0.3  # C.5: share of clips down-sampled and back up (both streams)
     resample_rates: tuple[int, ...] = (16000, 32000)  # C.5
+    augment_in: str = (
+        "step"  # ours: where the resampling runs: "step" (on the training device) | "loader" (soxr)
+    )
     slots_per_clip: int = 5  # §3.3: 5 × B text slots
     n_slots: int = 0  # ours: 0 = slots_per_clip × per-rank SED batch; larger to drop fewer texts
     overflow: str = "drop"  # "drop" (counted) | "grow" (never drop: as many slots as texts) | "error"
@@ -88,6 +91,7 @@ class OptimConfig:
     eps: float = 1e-8  # open: torch default
     weight_decay: float = 0.0  # open: none (plain Adam as stated)
     grad_clip: float = 1.0  # open: global-norm clipping at 1.0 (0 = off)
+    text_lr_scale: float = 1.0  # ours: the text encoder's lr multiplier (paper: one lr; 0 freezes it)
     warmup_steps: int = 3200  # C.5: cosine warm-up
     total_steps: int = 50000  # C.5 (FLAM-Global); C.6: 120k. Linear decay to 0 at this step.
 
@@ -283,6 +287,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ValueError(f"run.device must be auto, cpu or cuda, got {r.device!r}")
     if lo.impl not in ("ring", "bidir", "gather"):
         raise ValueError(f"loss.impl must be ring, bidir or gather, got {lo.impl!r}")
+    if d.augment_in not in ("step", "loader"):
+        raise ValueError(f"data.augment_in must be 'step' or 'loader', got {d.augment_in!r}")
     if d.overflow not in ("drop", "grow", "error"):
         raise ValueError(f"data.overflow must be drop, grow or error, got {d.overflow!r}")
     for name, v in (("loss.clip", lo.clip), ("loss.sed", lo.sed), ("loss.prior", lo.prior)):
@@ -313,6 +319,8 @@ def validate(cfg: TrainConfig) -> None:
     if d.num_workers < 0 or d.shuffle_buffer < 1 or d.interval_steps < 1 or d.slots_per_clip < 1:
         raise ValueError("data.num_workers >= 0, data.shuffle_buffer >= 1, data.interval_steps >= 1 and "
                          "data.slots_per_clip >= 1 are required")  # fmt: skip
+    if o.text_lr_scale < 0:
+        raise ValueError(f"optim.text_lr_scale must be >= 0, got {o.text_lr_scale}")
     if o.warmup_steps < 0 or o.total_steps < 1 or o.warmup_steps >= o.total_steps:
         raise ValueError(
             f"need 0 <= optim.warmup_steps < optim.total_steps, got {o.warmup_steps}, {o.total_steps}"

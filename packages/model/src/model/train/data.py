@@ -325,15 +325,22 @@ def clip_segments(events: list[dict[str, Any]], duration: float) -> list[dict[st
     return out
 
 
-def augment(
-    y: np.ndarray, rng: np.random.Generator, prob: float, rates: Sequence[int]
-) -> tuple[np.ndarray, int]:
-    """C.5: with probability `prob`, down-sample to a random rate of `rates` and back to 48 kHz.
-
-    Returns (audio, rate used or 0 when the clip was left alone)."""
+def augment_rate(rng: np.random.Generator, prob: float, rates: Sequence[int]) -> int:
+    """C.5: with probability `prob` a clip is down-sampled to a random rate of `rates` (0: left alone)."""
     if not rates or rng.random() >= prob:
-        return y, 0
-    rate = int(rates[int(rng.integers(len(rates)))])
+        return 0
+    return int(rates[int(rng.integers(len(rates)))])
+
+
+def augment(
+    y: np.ndarray, rng: np.random.Generator, prob: float, rates: Sequence[int], apply: bool = True
+) -> tuple[np.ndarray, int]:
+    """C.5: down-sample to the drawn rate and back to 48 kHz (soxr) when `apply`; returns (audio, rate or 0).
+
+    With `apply=False` only the rate is drawn: the trainer resamples on its device (`model.train.step`)."""
+    rate = augment_rate(rng, prob, rates)
+    if rate == 0 or not apply:
+        return y, rate
     return fit_length(resample(resample(y, SAMPLE_RATE, rate), rate, SAMPLE_RATE)), rate
 
 
@@ -450,7 +457,11 @@ class TrainStream(IterableDataset):
             if not build:
                 return None
             out["wave"], out["resampled_to"] = augment(
-                wave, rng, self.cfg.resample_prob, self.cfg.resample_rates
+                wave,
+                rng,
+                self.cfg.resample_prob,
+                self.cfg.resample_rates,
+                apply=self.cfg.augment_in == "loader",
             )
             out["key"] = f"{source}/{ref.key}"
             return out
@@ -485,6 +496,10 @@ def collate(g: Sequence[Mapping[str, Any]], s: Sequence[Mapping[str, Any]], cfg:
         "n_global": len(g),
         "keys": [x["key"] for x in both],
         "n_resampled": sum(1 for x in both if x.get("resampled_to")),
+        # rates still to apply in the step (augment_in="step"); 0 = none or already applied in the loader
+        "resample_to": torch.tensor(
+            [x.get("resampled_to", 0) if cfg.augment_in == "step" else 0 for x in both], dtype=torch.int64
+        ),
         "n_events": sum(len(x["events"]) for x in s),
         "n_tag_swaps": sum(ev["tag_swapped"] for x in s for ev in x["events"]),
     }

@@ -26,6 +26,7 @@ class StepInputs:
 
     wave: torch.Tensor  # [Bg + Bs, 480000] global clips first
     n_global: int
+    resample_to: torch.Tensor | None  # [Bg + Bs] int64: C.5 rate to down-sample to and back (0 = none)
     global_texts: list[str]
     slot_texts: list[str]  # [K] ("" = padding)
     text_ids: torch.Tensor | None  # [K] int64
@@ -42,6 +43,7 @@ class StepInputs:
         return cls(
             wave=batch["wave"].to(device, non_blocking=True),
             n_global=int(batch["n_global"]),
+            resample_to=batch.get("resample_to"),
             global_texts=list(batch["global_texts"]),
             slot_texts=list(batch.get("slot_texts", [])),
             text_ids=dev("text_ids"),
@@ -49,6 +51,26 @@ class StepInputs:
             event_ids=dev("event_ids"),
             event_frames=dev("event_frames"),
         )
+
+
+def resample_augment(
+    wave: torch.Tensor, rates: torch.Tensor | None, sample_rate: int = 48000
+) -> torch.Tensor:
+    """C.5 on the device: clips with rate r > 0 are down-sampled to r and back (torchaudio's windowed sinc);
+    the length is kept. The rates were drawn in the loader, so the choice stays deterministic."""
+    if rates is None or not bool((rates > 0).any()):
+        return wave
+    from torchaudio.functional import resample
+
+    out = wave.clone()
+    for r in sorted(set(rates[rates > 0].tolist())):
+        idx = (rates == r).nonzero().flatten().to(wave.device)
+        y = resample(resample(wave.index_select(0, idx), sample_rate, int(r)), int(r), sample_rate)
+        n = min(y.shape[-1], wave.shape[-1])
+        fixed = torch.zeros_like(out.index_select(0, idx))
+        fixed[:, :n] = y[:, :n]
+        out.index_copy_(0, idx, fixed)
+    return out
 
 
 def autocast_context(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -79,8 +101,9 @@ def training_losses(
     if padded_dummy:  # no text on this rank this step (e.g. SED-only clips without events): one placeholder
         texts = ["none"]
     tok = flam.tokenize(texts)
+    wave = resample_augment(inputs.wave, inputs.resample_to, flam.config.frontend.sample_rate)
     with autocast_context(device, autocast_dtype):
-        out = model(inputs.wave, tok["input_ids"], tok["attention_mask"])
+        out = model(wave, tok["input_ids"], tok["attention_mask"])
     frames, clip = out.frames.float(), out.clip.float()
     text, alpha, beta = out.texts.float(), out.alpha.float(), out.beta.float()
     zero = frames.sum() * 0.0

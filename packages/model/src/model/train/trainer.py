@@ -111,6 +111,8 @@ def apply_model_options(model: FLAM, cfg: TrainConfig) -> None:
                 head[2].weight.zero_()
                 head[0].requires_grad_(False)
                 head[2].weight.requires_grad_(False)
+    if cfg.optim.text_lr_scale == 0:
+        model.text_branch.requires_grad_(False)  # frozen text encoder (its projection and heads still train)
     if lo.clip == 0:
         model.logit_scale_a.requires_grad_(False)
     if lo.sed == 0:
@@ -236,9 +238,15 @@ class Trainer:
     def _setup_optimizer(self) -> torch.optim.Optimizer:
         o = self.cfg.optim
         kwargs: dict[str, Any] = {"fused": True} if self.device.type == "cuda" else {}
-        # AdamW with weight_decay 0 is Adam (C.5); decoupled decay if weight_decay > 0
+        # AdamW with weight_decay 0 is Adam (C.5); decoupled decay if weight_decay > 0. Group 1 (if any) is
+        # the text encoder at optim.text_lr_scale × lr.
+        text = {id(p) for p in self.model.text_branch.parameters()}
+        groups = [{"params": [p for p in self.params if id(p) not in text], "lr_scale": 1.0}]
+        text_params = [p for p in self.params if id(p) in text]
+        if text_params:
+            groups.append({"params": text_params, "lr_scale": o.text_lr_scale})
         return torch.optim.AdamW(
-            self.params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay, **kwargs
+            groups, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay, **kwargs
         )
 
     def _autocast_dtype(self) -> torch.dtype | None:
@@ -278,7 +286,7 @@ class Trainer:
         o = self.cfg.optim
         lr = lr_at(self.step, o.lr, o.warmup_steps, o.total_steps)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["lr_scale"]
         inputs = StepInputs.from_batch(batch, self.device)
         loss, report = training_losses(
             self.ddp, inputs, self.weights, impl=self.cfg.loss.impl, loss_group=self.loss_group,

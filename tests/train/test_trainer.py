@@ -246,3 +246,34 @@ def test_every_trainable_parameter_gets_a_gradient(train_shards, tmp_path, overr
             assert "logit_scale_a" in frozen and report["l_clip"] == 0
     finally:
         t.cleanup()
+
+
+def test_text_lr_scale_groups_and_freezing(train_shards, tmp_path):
+    from model.train.trainer import Trainer
+
+    sources = {
+        "data.sed_sources": [{"name": "m", "shards": str(train_shards / "mixtures" / "train")}],
+        "data.global_sources": [{"name": "a", "shards": str(train_shards / "audio_text" / "train")}],
+    }
+    t = Trainer(
+        load(TINY, [*SMALL, "optim.text_lr_scale=0.1", "data.augment_in=step"], **sources), tmp_path / "a"
+    )
+    try:
+        t.setup()
+        assert [g["lr_scale"] for g in t.optimizer.param_groups] == [1.0, 0.1]
+        batch = next(iter(t.loader))
+        assert batch["resample_to"].shape == (4,)  # the loader drew the rates; the step applies them
+        report, applied = t.train_step(batch)
+        assert applied
+        lrs = [g["lr"] for g in t.optimizer.param_groups]
+        assert lrs[1] == lrs[0] * 0.1
+    finally:
+        t.cleanup()
+    t = Trainer(load(TINY, [*SMALL, "optim.text_lr_scale=0"], **sources), tmp_path / "b")
+    try:
+        t.setup()
+        assert len(t.optimizer.param_groups) == 1
+        assert not any(p.requires_grad for p in t.model.text_branch.parameters())
+        assert t.model.text_projection[0].weight.requires_grad
+    finally:
+        t.cleanup()

@@ -146,6 +146,10 @@ def read_scores_file(path: str | os.PathLike) -> pd.DataFrame:
     return df
 
 
+# label files that `eval.run_all` writes beside the score files of a dataset; never clip ids
+RESERVED_NAMES = frozenset({"ground_truth.tsv", "durations.tsv"})
+
+
 def read_scores_dir(path: str | os.PathLike) -> dict[str, pd.DataFrame]:
     """Every ``*.tsv`` of a folder (not recursive; hidden and temp files ignored) -> clip id -> DataFrame,
     in sorted clip order. FileNotFoundError / NotADirectoryError / ValueError for bad input."""
@@ -155,7 +159,11 @@ def read_scores_dir(path: str | os.PathLike) -> dict[str, pd.DataFrame]:
     if not path.is_dir():
         raise NotADirectoryError(f"{path}: not a directory")
     with os.scandir(path) as it:  # names, not Paths: sorting 10k Path objects costs more than reading them
-        names = sorted(e.name for e in it if e.name.endswith(".tsv") and not e.name.startswith("."))
+        names = sorted(
+            e.name
+            for e in it
+            if e.name.endswith(".tsv") and not e.name.startswith(".") and e.name not in RESERVED_NAMES
+        )
     if not names:
         raise ValueError(f"{path}: no .tsv score files")
     return {name[: -len(".tsv")]: read_scores_file(os.path.join(path, name)) for name in names}

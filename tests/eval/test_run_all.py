@@ -1,0 +1,113 @@
+"""`python -m eval.run_all` on the demo corpus's held-out mixtures and audio-text clips with a small randomly
+initialised checkpoint: numbers near chance, but every table, score file and plot present."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from eval.run_all import main
+from tests.conftest import DEMO_CORPUS
+from tests.model.small_flam import small_flam
+from tests.pipeline_scripts import import_pipeline_script
+
+
+@pytest.fixture(scope="module")
+def heldout(tmp_path_factory) -> Path:
+    if not (DEMO_CORPUS / "metadata.csv").exists():
+        pytest.skip(f"demo corpus missing at {DEMO_CORPUS}")
+    out = tmp_path_factory.mktemp("heldout")
+    rc = import_pipeline_script("render_mixtures").main([
+        "--corpus", str(DEMO_CORPUS), "--out", str(out), "--split", "heldout", "--num-mixtures", "6",
+        "--shard-size", "4", "--no-measure-loudness", "--log-level", "WARNING",
+    ])  # fmt: skip
+    assert rc in (0, None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("ckpt") / "small"
+    small_flam(seed=3).save_pretrained(path)
+    return path
+
+
+def test_run_all_writes_report_scores_and_plots(heldout, checkpoint, tmp_path, capsys):
+    cfg = tmp_path / "eval.yaml"
+    cfg.write_text(
+        "datasets:\n"
+        f"  mix: {{kind: mixtures, path: {heldout / 'mixtures' / 'heldout'}}}\n"
+        f"  at: {{kind: audio-text, path: {heldout / 'audio_text' / 'heldout'}}}\n"
+        "  desed_missing: {kind: desed, labels: /nonexistent/desed.tsv, audio: /nonexistent/audio}\n"
+        "settings: {detection_plots: 2}\n"
+    )
+    out = tmp_path / "eval"
+    assert (
+        main(["--checkpoint", str(checkpoint), "--config", str(cfg), "--out", str(out), "--batch-size", "4"])
+        == 0
+    )
+    err = capsys.readouterr().err
+    assert "skipping desed_missing (desed): labels /nonexistent/desed.tsv not found" in err
+    report = json.loads((out / "report.json").read_text())
+    assert report["skipped_datasets"] == {"desed_missing": "labels /nonexistent/desed.tsv not found"}
+    mix = report["datasets"]["mix"]
+    assert mix["task"] == "sed" and mix["n_clips"] == 6
+    m = mix["metrics"]
+    assert "psds1" not in m and "mpauc" not in m  # open vocabulary: class-based metrics are not defined
+    for key in ("auroc", "spearman"):
+        assert key in m
+    assert 0.0 <= m["auroc"] <= 1.0
+    assert set(m["f1_curve"]) == {"approximate", "unbiased"}
+    at = report["datasets"]["at"]
+    assert at["task"] == "retrieval"
+    for key in ("r1_t2a", "r5_t2a", "r1_a2t", "r5_a2t"):
+        assert 0.0 <= at["metrics"][key] <= 1.0
+    md = (out / "report.md").read_text()
+    assert "mix" in md and "at" in md and "desed_missing" in md
+    plots = sorted(p.name for p in (out / "plots").glob("*.png"))
+    assert (
+        "calibration_mix.png" in plots and "detection_mix_0.png" in plots and "detection_mix_1.png" in plots
+    )
+    scores = out / "scores" / "mix"
+    gt = pd.read_csv(scores / "ground_truth.tsv", sep="\t")
+    assert list(gt.columns) == ["filename", "onset", "offset", "event_label"]
+    durations = pd.read_csv(scores / "durations.tsv", sep="\t")
+    assert len(durations) == 6
+    assert len(list(scores.glob("*.tsv"))) == 6 + 2
+
+
+def test_recomputed_from_score_files_matches_report(heldout, checkpoint, tmp_path, capsys):
+    from eval.sed_metrics import main as sed_main
+
+    out = tmp_path / "eval"
+    assert main(["--checkpoint", str(checkpoint), "--mixtures", str(heldout / "mixtures" / "heldout"),
+                 "--out", str(out), "--plots", "0"]) == 0  # fmt: skip
+    report = json.loads((out / "report.json").read_text())
+    (name,) = report["datasets"]
+    scores = out / "scores" / name
+    capsys.readouterr()
+    assert sed_main(["--scores", str(scores), "--ground-truth", str(scores / "ground_truth.tsv"),
+                     "--durations", str(scores / "durations.tsv"), "--open-vocab"]) == 0  # fmt: skip
+    again = json.loads(capsys.readouterr().out)
+    for key in ("auroc", "spearman"):
+        assert again[key] == pytest.approx(report["datasets"][name]["metrics"][key], abs=1e-6)
+
+
+def test_bad_checkpoint_exits_2(tmp_path, capsys):
+    assert (
+        main(
+            [
+                "--checkpoint",
+                str(tmp_path / "nope"),
+                "--mixtures",
+                str(tmp_path),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
+    assert "eval.run_all: error:" in capsys.readouterr().err

@@ -111,3 +111,35 @@ def test_bad_checkpoint_exits_2(tmp_path, capsys):
         == 2
     )
     assert "eval.run_all: error:" in capsys.readouterr().err
+
+
+def test_closed_set_desed_fixture_and_missing_audio(heldout, checkpoint, tmp_path):
+    """A DESED-format set (TSV + WAVs cut from the held-out mixtures): closed-set metrics incl. PSDS1 and
+    MPAUC; a label row without audio is counted, not fatal."""
+    import soundfile as sf
+
+    from tests.train.test_data import _read_samples
+
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    rows = ["filename\tonset\toffset\tevent_label"]
+    for i, (wave, rec) in enumerate(_read_samples(heldout / "mixtures" / "heldout")[:4]):
+        sf.write(audio / f"clip{i}.wav", wave, 48000)
+        for j, ev in enumerate(rec["events"][:2]):
+            label = ("Dog_bark", "Alarm_bell_ringing")[j % 2]
+            for on, off in ev["segments"]:
+                rows.append(f"clip{i}.wav\t{on}\t{off}\t{label}")
+    rows.append("ghost.wav\t1.0\t2.0\tDog_bark")
+    (tmp_path / "desed.tsv").write_text("\n".join(rows) + "\n")
+    cfg = tmp_path / "eval.yaml"
+    cfg.write_text(f"datasets:\n  desed: {{kind: desed, labels: {tmp_path / 'desed.tsv'}, audio: {audio}}}\n")
+    out = tmp_path / "eval"
+    assert (
+        main(["--checkpoint", str(checkpoint), "--config", str(cfg), "--out", str(out), "--plots", "1"]) == 0
+    )
+    d = json.loads((out / "report.json").read_text())["datasets"]["desed"]
+    assert d["n_clips"] == 4 and d["skipped"] == {"missing_audio": 1}
+    m = d["metrics"]
+    assert 0.0 <= m["psds1"] <= 1.0 and 0.0 <= m["mpauc"] <= 1.0 and 0.0 <= m["auroc"] <= 1.0
+    assert set(m["per_class"]["auroc"]) == {"dog bark", "alarm bell ringing"}
+    assert "PSDS" in (out / "report.md").read_text()

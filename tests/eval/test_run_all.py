@@ -131,8 +131,22 @@ def test_closed_set_desed_fixture_and_missing_audio(heldout, checkpoint, tmp_pat
                 rows.append(f"clip{i}.wav\t{on}\t{off}\t{label}")
     rows.append("ghost.wav\t1.0\t2.0\tDog_bark")
     (tmp_path / "desed.tsv").write_text("\n".join(rows) + "\n")
+    # the same clips as a zero-shot set (ESC-50 layout) and a retrieval set (Clotho layout)
+    esc = ["filename,fold,target,category,esc10,src_file,take"]
+    clotho = ["file_name,caption_1,caption_2,caption_3,caption_4,caption_5"]
+    for i in range(4):
+        esc.append(f"clip{i}.wav,1,{i % 2},{('dog', 'rain')[i % 2]},False,x,A")
+        clotho.append(f"clip{i}.wav," + ",".join(f"caption {i} number {k}" for k in range(5)))
+    esc.append("missing.wav,1,0,dog,False,x,A")
+    (tmp_path / "esc50.csv").write_text("\n".join(esc) + "\n")
+    (tmp_path / "clotho.csv").write_text("\n".join(clotho) + "\n")
     cfg = tmp_path / "eval.yaml"
-    cfg.write_text(f"datasets:\n  desed: {{kind: desed, labels: {tmp_path / 'desed.tsv'}, audio: {audio}}}\n")
+    cfg.write_text(
+        "datasets:\n"
+        f"  desed: {{kind: desed, labels: {tmp_path / 'desed.tsv'}, audio: {audio}}}\n"
+        f"  esc: {{kind: esc50, csv: {tmp_path / 'esc50.csv'}, audio: {audio}, template: 'the sound of {{}}'}}\n"
+        f"  clotho: {{kind: clotho, csv: {tmp_path / 'clotho.csv'}, audio: {audio}}}\n"
+    )
     out = tmp_path / "eval"
     assert (
         main(["--checkpoint", str(checkpoint), "--config", str(cfg), "--out", str(out), "--plots", "1"]) == 0
@@ -143,3 +157,10 @@ def test_closed_set_desed_fixture_and_missing_audio(heldout, checkpoint, tmp_pat
     assert 0.0 <= m["psds1"] <= 1.0 and 0.0 <= m["mpauc"] <= 1.0 and 0.0 <= m["auroc"] <= 1.0
     assert set(m["per_class"]["auroc"]) == {"dog bark", "alarm bell ringing"}
     assert "PSDS" in (out / "report.md").read_text()
+    report = json.loads((out / "report.json").read_text())["datasets"]
+    esc = report["esc"]
+    assert esc["task"] == "zeroshot" and esc["n_clips"] == 4 and esc["skipped"] == {"missing_audio": 1}
+    assert 0.0 <= esc["metrics"]["top1"] <= 1.0
+    clo = report["clotho"]
+    assert clo["task"] == "retrieval" and clo["n_clips"] == 4 and clo["metrics"]["n_texts"] == 20
+    assert clo["metrics"]["r5_t2a"] == 1.0  # 4 clips: every caption's clip is in the top 5

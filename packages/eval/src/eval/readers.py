@@ -37,7 +37,6 @@ import io
 import math
 import os
 import re
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -46,7 +45,9 @@ from typing import Any
 
 import numpy as np
 
+from eval.scores import atomic_write_text
 from model.text_slots import normalize_text
+from synth.relabel import merge_segments
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".opus", ".m4a")
 MID_RE = re.compile(r"^/[a-z]/[0-9a-z_]+$")
@@ -117,20 +118,6 @@ class _Clips:
 
 
 # ---------------------------------------------------------------- small parsing helpers
-
-
-def merge_segments(segments: Iterable[Sequence[float]]) -> list[tuple[float, float]]:
-    """Sorted segments with those that overlap or touch merged (strictly separated); empty ones dropped.
-    The rule of ``synth.relabel.merge_segments``, without its audio imports."""
-    out: list[list[float]] = []
-    for on, off in sorted((float(a), float(b)) for a, b in segments):
-        if off <= on:
-            continue
-        if out and on <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], off)
-        else:
-            out.append([on, off])
-    return [(a, b) for a, b in out]
 
 
 def clip_id(filename: str) -> str:
@@ -272,18 +259,6 @@ def read_ground_truth_tsv(path: str | os.PathLike) -> ReadResult:
     return _read_strong_tsv(Path(path), normalize_text)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _check_cell(value: str, what: str) -> str:
     if any(c in value for c in "\t\r\n"):
         raise ValueError(f"{what} {value!r} contains a tab or line break")
@@ -306,7 +281,7 @@ def write_ground_truth_tsv(
     for clip in dict.fromkeys(clips):
         if clip not in with_events:
             buf.write(f"{_check_cell(clip, 'filename')}\t\t\t\n")
-    _atomic_write_text(Path(path), buf.getvalue())
+    atomic_write_text(Path(path), buf.getvalue())
 
 
 def write_durations_tsv(durations: Mapping[str, float], path: str | os.PathLike) -> None:
@@ -318,7 +293,7 @@ def write_durations_tsv(durations: Mapping[str, float], path: str | os.PathLike)
         if not (math.isfinite(d) and d > 0):
             raise ValueError(f"duration of {clip!r} must be a positive finite number, got {d}")
         buf.write(f"{_check_cell(clip, 'filename')}\t{d!r}\n")
-    _atomic_write_text(Path(path), buf.getvalue())
+    atomic_write_text(Path(path), buf.getvalue())
 
 
 def read_durations_tsv(path: str | os.PathLike) -> ReadResult:

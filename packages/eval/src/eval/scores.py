@@ -91,7 +91,9 @@ def check_scores_frame(df: pd.DataFrame, where: str = "scores") -> None:
         raise ValueError(f"{where}: frames are not contiguous (offset of one != onset of the next)")
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temp file + rename (the one atomic writer of the eval outputs)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
@@ -121,7 +123,7 @@ def write_scores_dir(out_dir: str | os.PathLike, scores: Mapping[str, pd.DataFra
         a = df.to_numpy(dtype=np.float64)
         lines = ["\t".join(cols)]
         lines.extend("\t".join(map(repr, row)) for row in a.tolist())
-        _atomic_write(out / f"{clip}.tsv", "\n".join(lines) + "\n")
+        atomic_write_text(out / f"{clip}.tsv", "\n".join(lines) + "\n")
 
 
 def read_scores_file(path: str | os.PathLike) -> pd.DataFrame:

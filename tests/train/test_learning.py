@@ -23,7 +23,7 @@ from tests.train.test_data import _read_samples
 STEPS = 300
 OVERRIDES = [
     "loss.clip=0", "data.global_batch=0", "data.sed_batch=8", "data.tag_prob=0", "data.resample_prob=0",
-    "model.spec_augment=false", "optim.lr=1e-3", "optim.warmup_steps=10", "optim.text_lr_scale=0", "run.log_every=1",
+    "model.spec_augment=false", "optim.warmup_steps=10", "run.log_every=1",
     "run.checkpoint_every=1000", "run.progress=false",
 ]  # fmt: skip
 

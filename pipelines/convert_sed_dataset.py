@@ -16,9 +16,7 @@ docs/convert_sed_dataset.md.
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
-import io
 import logging
 import math
 import multiprocessing
@@ -297,24 +295,14 @@ def parse_urbansed(labels: Path, skips: Tally) -> dict[str, ClipLabels]:
 
 
 def read_label_names(path: Path) -> dict[str, str]:
-    """MID -> display name from ``mid,display_name`` CSV, AudioSet's ``class_labels_indices.csv``
-    (``index,mid,display_name``) or a tab-separated two-column file (``mid_to_display_name.tsv``): in each
-    row, the first field that looks like a MID and the field after it. Raises InputError."""
+    """MID -> display name (the evaluation's parser, `eval.readers.read_audioset_label_names`: ``mid,display_name``
+    CSV, AudioSet's ``class_labels_indices.csv`` or a two-column TSV). Raises InputError."""
+    from eval.readers import read_audioset_label_names
+
     try:
-        text = read_text(path)
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"--label-names {path}: cannot read it ({e})") from None
-    first = next((line for line in text.splitlines() if line.strip()), "")
-    delimiter = "\t" if "\t" in first else ","
-    names: dict[str, str] = {}
-    for row in csv.reader(io.StringIO(text), delimiter=delimiter):
-        fields = [f.strip() for f in row]
-        i = next((j for j, f in enumerate(fields) if MID_RE.match(f)), None)
-        if i is not None and i + 1 < len(fields) and fields[i + 1]:
-            names.setdefault(fields[i], fields[i + 1])
-    if not names:
-        raise InputError(f"--label-names {path}: no 'mid, display_name' rows found")
-    return names
+        return read_audioset_label_names(path)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise InputError(f"--label-names {path}: {e}") from None
 
 
 def parse_labels(

@@ -57,7 +57,6 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 48000
 CLIP_SAMPLES = 480000
 CLIP_SECONDS = 10.0
-STREAMS = ("global", "sed")
 _STREAM_ID = {"global": 1, "sed": 2}
 
 
@@ -85,6 +84,12 @@ def resolve_sources(sources: Sequence[SourceConfig], stream: str) -> list[Source
 
 
 # ------------------------------------------------------------------------------------------ references
+
+
+def _count_skip(skipped: Counter, source: str, where: str, reason: str, err: Exception) -> None:
+    """Count a skipped sample or shard under (source, reason) and log it with its place."""
+    skipped[(source, reason)] += 1
+    log.warning("skipped %s %s (%s): %s", source, where, reason, err)
 
 
 class _Files:
@@ -143,7 +148,7 @@ class _SourceWalker:
                 try:
                     f = self.files.acquire(path)
                 except OSError as e:
-                    self._skip(path, "", "shard_unreadable", e)
+                    _count_skip(self.skipped, self.source.name, path, "shard_unreadable", e)
                     continue
                 try:
                     for i, ref in enumerate(iter_refs(path, f)):
@@ -151,7 +156,7 @@ class _SourceWalker:
                             got += 1
                             yield ref
                 except (tarfile.TarError, OSError, EOFError) as e:
-                    self._skip(path, "", "shard_damaged", e)
+                    _count_skip(self.skipped, self.source.name, path, "shard_damaged", e)
                 finally:
                     self.files.release(path)
             if got == 0:
@@ -160,12 +165,6 @@ class _SourceWalker:
                                     "shard(s) holds a readable sample")  # fmt: skip
                 share = False  # fewer samples than workers: this worker reads whole shards from now on
             epoch += 1
-
-    def _skip(self, shard: str, key: str, reason: str, err: Exception) -> None:
-        self.skipped[(self.source.name, reason)] += 1
-        log.warning(
-            "skipped %s %s%s (%s): %s", self.source.name, shard, f" key {key}" if key else "", reason, err
-        )
 
 
 class StreamSampler:
@@ -445,20 +444,14 @@ class TrainStream(IterableDataset):
         while True:
             s, ref = sampler.next_ref()
             source = sampler.sources[s].name
-            try:
-                files = sampler.read(ref)
-                rec = _parse_json(files)
-                wave = decode_clip(_audio_bytes(files), allow_int16=self.cfg.augment_in == "step")
-            except (BadSample, OSError) as e:
-                reason = e.reason if isinstance(e, BadSample) else "read_error"
-                sampler.skipped[(source, reason)] += 1
-                log.warning("skipped %s %s key %s (%s): %s", source, ref.shard, ref.key, reason, e)
-                continue
             n = iv.accepted[stream]
             rng = np.random.default_rng(
                 [self.seed, _STREAM_ID[stream], self.rank, self._vworker, iv.index, n]
             )
             try:
+                files = sampler.read(ref)
+                rec = _parse_json(files)
+                wave = decode_clip(_audio_bytes(files), allow_int16=self.cfg.augment_in == "step")
                 if stream == "global":
                     out = {"text": global_text(rec, rng)}
                 else:
@@ -470,10 +463,12 @@ class TrainStream(IterableDataset):
                     # labels live on the 10-s grid of the (padded) clip the model sees; clip_segments has
                     # checked every segment, so the batch's frame labels cannot fail on this sample
                     out = {"events": events, "duration": CLIP_SECONDS}
-            except (BadSample, ValueError, TypeError) as e:
-                reason = e.reason if isinstance(e, BadSample) else "bad_labels"
-                sampler.skipped[(source, reason)] += 1
-                log.warning("skipped %s %s key %s (%s): %s", source, ref.shard, ref.key, reason, e)
+            except (BadSample, OSError, ValueError, TypeError) as e:
+                if isinstance(e, BadSample):
+                    reason = e.reason
+                else:
+                    reason = "read_error" if isinstance(e, OSError) else "bad_labels"
+                _count_skip(sampler.skipped, source, f"{ref.shard} key {ref.key}", reason, e)
                 continue
             iv.accepted[stream] = n + 1
             if not build:

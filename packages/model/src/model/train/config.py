@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,8 +181,6 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
         if not isinstance(value, str | int | float) or isinstance(value, bool):
             raise ValueError(f"{where}: expected a string, got {value!r}")
         return str(value)
-    if isinstance(hint, types.UnionType):
-        return value
     raise ValueError(f"{where}: unsupported config type {hint}")
 
 

@@ -194,9 +194,7 @@ class Trainer:
             d, self.sources, cfg.seed, cfg.model.n_frames, self.rank, self.world, self.step, cfg.last_step
         )
         self.loader = make_loader(stream, pin_memory=self.device.type == "cuda", seed=cfg.seed)
-        self.clips_per_step = (d.global_batch if stream.batch.get("global") else 0) + (
-            d.sed_batch if stream.batch.get("sed") else 0
-        )
+        self.clips_per_step = sum(stream.batch.values()) * self.world  # both streams, all ranks
         self.tlog = TrainLog(self.out, self.rank == 0, self.step, cfg.last_step, cfg.run.tensorboard,
                              cfg.run.progress)  # fmt: skip
         self._install_signals()
@@ -207,16 +205,17 @@ class Trainer:
         )
         if want_cuda and not torch.cuda.is_available():
             raise ValueError("run.device=cuda but no CUDA device is available")
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if self.distributed:
             backend = "nccl" if want_cuda else "gloo"
             if want_cuda:
-                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+                torch.cuda.set_device(local_rank)
             if not dist.is_initialized():
                 dist.init_process_group(backend=backend)
             self.rank, self.world = dist.get_rank(), dist.get_world_size()
             self.loss_group = dist.new_group(backend=backend)
         if want_cuda:
-            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            self.device = torch.device("cuda", local_rank)
         else:
             self.device = torch.device("cpu")
 
@@ -269,11 +268,12 @@ class Trainer:
         if self.distributed:
             dist.barrier()
 
-    def _all_reduce(self, values: list[float], op: Any = None) -> list[float]:
+    def _all_reduce(self, values: list[float], op: Any = dist.ReduceOp.SUM) -> list[float]:
+        """Values reduced over the ranks (unchanged on one process)."""
         if not self.distributed:
             return values
         t = torch.tensor(values, dtype=torch.float64, device=self.device)
-        dist.all_reduce(t, op=op if op is not None else dist.ReduceOp.SUM)
+        dist.all_reduce(t, op=op)
         return t.tolist()
 
     def _log_info(self, text: str) -> None:
@@ -292,12 +292,7 @@ class Trainer:
             self.ddp, inputs, self.weights, impl=self.cfg.loss.impl, loss_group=self.loss_group,
             autocast_dtype=self.autocast_dtype,
         )  # fmt: skip
-        finite = (
-            self._all_reduce(
-                [float(torch.isfinite(loss.detach()).all())], dist.ReduceOp.MIN if self.distributed else None
-            )[0]
-            > 0
-        )
+        finite = self._all_reduce([float(torch.isfinite(loss.detach()).all())], dist.ReduceOp.MIN)[0] > 0
         self.optimizer.zero_grad(set_to_none=True)
         report["lr"] = lr
         if not finite:
@@ -377,12 +372,12 @@ class Trainer:
 
     def _stop_requested(self) -> bool:
         flag = float(self.stop_signal is not None)
-        return self._all_reduce([flag], dist.ReduceOp.MAX if self.distributed else None)[0] > 0
+        return self._all_reduce([flag], dist.ReduceOp.MAX)[0] > 0
 
     def _write_log(self, report: dict[str, float], since: Counter, steps: int, elapsed: float) -> None:
         keys = ("skipped_samples", "dropped_texts", "unique_texts", "n_resampled", "n_events", "n_tag_swaps")
         totals = dict(zip(keys, self._all_reduce([float(since[k]) for k in keys]), strict=True))
-        wait = self._all_reduce([since["data_wait_s"]], dist.ReduceOp.MAX if self.distributed else None)[0]
+        wait = self._all_reduce([since["data_wait_s"]], dist.ReduceOp.MAX)[0]
         rec = {
             "step": self.step,
             "lr": report["lr"],

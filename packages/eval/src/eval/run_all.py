@@ -65,14 +65,15 @@ class Evaluator:
         self.plots = out / "plots"
 
     # ------------------------------------------------------------------ clips
-    def clips(self, spec: ds.DatasetSpec, skipped: Counter) -> list[ds.Clip]:
+    def clips(self, spec: ds.DatasetSpec, skipped: Counter) -> tuple[list[ds.Clip], list[str]]:
+        """The dataset's readable clips, and its class names (zero-shot sets; empty otherwise)."""
         o = spec.options
         if spec.kind in ("mixtures", "audio-text"):
-            return list(ds.shard_clips(str(o["path"]), spec.kind, skipped, self.max_clips))
+            return list(ds.shard_clips(str(o["path"]), spec.kind, skipped, self.max_clips)), []
         if spec.kind in ds.SED_KINDS:
             from eval.sed_sets import sed_file_clips
 
-            return sed_file_clips(spec, skipped, self.max_clips)
+            return sed_file_clips(spec, skipped, self.max_clips), []
         from eval.clip_sets import load_clip_set
 
         filters = {k: o[k] for k in ("folds", "split") if k in o}
@@ -98,9 +99,7 @@ class Evaluator:
                 out.append(
                     ds.Clip(f"{i:06d}-{Path(path).stem}", wave, sr, len(wave) / sr, label=int(item[1]))
                 )
-        if spec.task == "zeroshot":
-            self._class_names = list(cs.class_names)
-        return out
+        return out, list(cs.class_names) if spec.task == "zeroshot" else []
 
     # ------------------------------------------------------------------ model passes
     def frame_embeddings(self, clips: list[ds.Clip], name: str) -> list[np.ndarray]:
@@ -152,7 +151,7 @@ class Evaluator:
             labels.append(frame_labels(texts, c.events, f.shape[0], HOP_S))
             p = probs_by_method[self.method][-1]
             scores[c.id] = frame_scores_frame(p, texts, hop_s=HOP_S, duration=c.duration)
-            gt[c.id] = [e for e in c.events]
+            gt[c.id] = list(c.events)
             durations[c.id] = c.duration
         metrics = sed_metrics(scores, gt, durations, open_vocab=open_vocab, hop_s=HOP_S)
         metrics["f1_curve"] = {m: f1_curve(probs_by_method[m], labels) for m in METHODS}
@@ -183,8 +182,7 @@ class Evaluator:
         emb, _, _ = text_heads(self.model, texts)
         return retrieval_metrics(audio, emb, owner)
 
-    def zeroshot(self, spec: ds.DatasetSpec, clips: list[ds.Clip]) -> dict[str, Any]:
-        names = self._class_names
+    def zeroshot(self, spec: ds.DatasetSpec, clips: list[ds.Clip], names: list[str]) -> dict[str, Any]:
         prompts = class_prompts(names, spec.options.get("template", "{}"))
         emb, _, _ = text_heads(self.model, prompts)
         audio = self.clip_embeddings(clips, spec.name)
@@ -193,10 +191,15 @@ class Evaluator:
     def run(self, spec: ds.DatasetSpec) -> dict[str, Any]:
         t0 = time.perf_counter()
         skipped: Counter = Counter()
-        clips = self.clips(spec, skipped)
+        clips, class_names = self.clips(spec, skipped)
         if not clips:
             raise ValueError(f"no readable clip (skipped: {dict(skipped)})")
-        metrics = getattr(self, spec.task)(spec, clips)
+        if spec.task == "sed":
+            metrics = self.sed(spec, clips)
+        elif spec.task == "retrieval":
+            metrics = self.retrieval(spec, clips)
+        else:
+            metrics = self.zeroshot(spec, clips, class_names)
         return {
             "task": spec.task,
             "kind": spec.kind,

@@ -1,5 +1,7 @@
 """Inference on any length/rate: stitching rule, 10-s equivalence, long/short input, resampling, filters, segments."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soxr
@@ -10,6 +12,8 @@ from model.inference import (
     make_windows,
     median_filter_frames,
     n_output_frames,
+    pcm_to_float,
+    prepare_waveform,
     segments_from_probabilities,
     stitch_frames,
 )
@@ -167,10 +171,68 @@ def test_bad_inputs_are_clear_errors(model, wave):
         model.frame_embeddings(np.zeros(0, np.float32), SR)
     with pytest.raises(ValueError, match="channels"):
         model.frame_embeddings(np.zeros((SR, 2), np.float32), SR)
-    with pytest.raises(ValueError, match="floating"):
-        model.frame_embeddings(np.zeros(SR, np.int16), SR)
+    with pytest.raises(ValueError, match="integer PCM, got dtype bool"):
+        model.frame_embeddings(np.zeros((2, SR), bool), SR)
+    with pytest.raises(ValueError, match="integer PCM, got dtype complex64"):
+        model.frame_embeddings(np.zeros(SR, np.complex64), SR)
     with pytest.raises(ValueError, match="sample_rate"):
         model.frame_embeddings(np.zeros(SR, np.float32), 0)
+
+
+DEMO = Path(__file__).resolve().parents[2] / "corpus" / "demo" / "audio"
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["supertux-data/stomp.wav", "megaglest-data/sheep1.wav"],  # stereo PCM_16, stereo PCM_U8
+)
+def test_integer_pcm_is_scaled_by_its_full_scale_in_every_layout(model, name):
+    """Real stereo PCM files read as integers give exactly what libsndfile's float decoding gives."""
+    import soundfile as sf
+
+    ref, sr = sf.read(DEMO / name, dtype="float32", always_2d=True)  # [N, C]: libsndfile's full-scale rule
+    i16, _ = sf.read(DEMO / name, dtype="int16", always_2d=True)
+    i32, _ = sf.read(DEMO / name, dtype="int32", always_2d=True)
+    ref, i16, i32 = ref.T, i16.T, i32.T  # channels × samples, the layout the model takes
+    assert ref.shape[0] == 2 and np.abs(i16).max() > 1000  # real stereo, far above float full scale
+    want = prepare_waveform(ref, sr)
+    layouts = {"int16 [C, N]": i16, "int32 [C, N]": i32, "torch int16 [C, N]": torch.from_numpy(i16.copy())}
+    if "U8" in sf.info(DEMO / name).subtype:
+        layouts["uint8 [C, N]"] = ((i16.astype(np.int32) >> 8) + 128).astype(np.uint8)  # the file's own bytes
+    for label, x in layouts.items():
+        torch.testing.assert_close(prepare_waveform(x, sr), want, rtol=0, atol=0, msg=label)
+    torch.testing.assert_close(prepare_waveform(i16[0], sr), prepare_waveform(ref[0], sr), rtol=0, atol=0)
+    np.testing.assert_array_equal(  # [N] and [C, N] through the model, integer == float
+        model.frame_probabilities_batch([i16, i16[1]], sr, TEXTS),
+        model.frame_probabilities_batch([ref, ref[1]], sr, TEXTS),
+    )
+    with pytest.raises(ValueError, match="looks like samples × channels"):
+        prepare_waveform(i16.T, sr)  # [N, C] is refused for integers as for floats
+
+
+def test_pcm_full_scale_extremes():
+    assert pcm_to_float(np.array([-32768, 0, 16384], np.int16)).tolist() == [-1.0, 0.0, 0.5]
+    assert pcm_to_float(np.array([0, 128, 255], np.uint8)).tolist() == [-1.0, 0.0, 127 / 128]
+    assert pcm_to_float(np.array([-(2**31), 2**30], np.int32)).tolist() == [-1.0, 0.5]
+    assert pcm_to_float(np.array([-128, 64], np.int8)).tolist() == [-1.0, 0.5]
+    assert pcm_to_float(np.array([0, 32768], np.uint16)).tolist() == [-1.0, 0.0]
+    assert pcm_to_float(np.array([0.25], np.float64)).dtype == np.float32
+
+
+def test_absurd_amplitude_is_a_clear_error_never_nan_probabilities(model, wave):
+    clip = wave[: 3 * SR]
+    msg = r"waves\[0\]: the model's output is not finite .*peak amplitude \d\.\d+e\+(19|20)\)"
+    with pytest.raises(ValueError, match=msg):
+        model.frame_probabilities(clip * np.float32(1e20), SR, TEXTS)
+    with pytest.raises(ValueError, match=r"waves\[1\]: the model's output is not finite"):  # named in a batch
+        model.frame_probabilities_batch([clip, np.stack([clip, clip]) * np.float32(1e20), clip], SR, TEXTS)
+    for call in (model.frame_embeddings, model.embed_audio):
+        with pytest.raises(ValueError, match="not finite"):
+            call(clip * np.float32(1e20), SR)
+    with pytest.raises(ValueError, match=r"beyond the float32 range \(peak \d\.\d+e\+(299|300)\)"):
+        model.frame_probabilities(clip.astype(np.float64) * 1e300, SR, TEXTS)
+    p = model.frame_probabilities(clip * np.float32(1e6), SR, TEXTS)  # loud but finite all the way: a result
+    assert np.isfinite(p).all()
 
 
 def test_texts_are_normalised_as_in_training(model, wave):

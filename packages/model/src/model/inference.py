@@ -34,27 +34,55 @@ if TYPE_CHECKING:
     from model.flam import FLAM
 
 
+def pcm_to_float(x: np.ndarray) -> np.ndarray:
+    """Integer PCM → float32 by its full scale, the rule libsndfile decodes PCM files with: signed n-bit ÷ 2^(n−1)
+    (int16 ÷ 32768, int32 ÷ 2^31, int8 ÷ 128), unsigned n-bit (x − 2^(n−1)) ÷ 2^(n−1) (uint8: (x − 128) ÷ 128).
+    Float arrays become float32 unchanged; any other dtype (bool, complex, strings) is a ValueError."""
+    if np.issubdtype(x.dtype, np.floating):
+        with np.errstate(over="ignore"):  # float64 beyond the float32 range: refused by the caller's check
+            return x.astype(np.float32, copy=False)
+    if not np.issubdtype(x.dtype, np.integer):
+        raise ValueError(f"wave must be floating point in [-1, 1] or integer PCM, got dtype {x.dtype}")
+    half = float(2 ** (8 * x.dtype.itemsize - 1))
+    y = x.astype(np.float32)
+    if np.issubdtype(x.dtype, np.unsignedinteger):
+        y -= np.float32(half)
+    y *= np.float32(1.0 / half)  # a power of two: exact
+    return y
+
+
 def prepare_waveform(wave: Any, sample_rate: int, target_sr: int = 48000, check_finite: bool = True) -> torch.Tensor:  # fmt: skip
     """1-D or [channels, samples] array/tensor at `sample_rate` → mono float32 tensor at `target_sr`.
 
-    `check_finite=False` leaves the NaN/Inf check to the caller (the CUDA batch path checks on the device)."""
-    x = wave.detach().cpu().numpy() if isinstance(wave, torch.Tensor) else np.asarray(wave)
-    if x.ndim == 2:
-        if x.shape[0] > 16 and x.shape[1] <= 16:
-            raise ValueError(
-                f"wave of shape {x.shape} looks like samples × channels; pass channels × samples (wave.T)"
-            )
-        x = x.mean(0)
-    if x.ndim != 1:
+    Float input is taken as is (full scale ±1); integer PCM of any width is converted by its full scale first
+    (`pcm_to_float`), whatever the layout. A [samples, channels] array (more than 16 rows, at most 16 columns) is
+    refused rather than guessed. `check_finite=False` leaves the NaN/Inf check to the caller (the CUDA batch
+    path checks on the device)."""
+    if isinstance(wave, torch.Tensor):
+        wave = wave.detach().cpu()
+        x = (wave.float() if wave.dtype in (torch.bfloat16, torch.float16) else wave).numpy()
+    else:
+        x = np.asarray(wave)
+    if x.ndim == 2 and x.shape[0] > 16 and x.shape[1] <= 16:
+        raise ValueError(
+            f"wave of shape {x.shape} looks like samples × channels; pass channels × samples (wave.T)"
+        )
+    if x.ndim not in (1, 2):
         raise ValueError(f"wave must be 1-D or channels × samples, got shape {x.shape}")
     if x.size == 0:
         raise ValueError("wave is empty")
-    if not np.issubdtype(x.dtype, np.floating):
-        raise ValueError(f"wave must be floating point in [-1, 1], got dtype {x.dtype}")
     if not isinstance(sample_rate, int | np.integer) or sample_rate <= 0:
         raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
-    x = x.astype(np.float32, copy=False)
-    if check_finite and not np.isfinite(np.dot(x, x)) and not np.isfinite(x).all():  # dot: fast path
+    source = x
+    x = pcm_to_float(x)
+    if x.ndim == 2:
+        x = x.mean(0)
+    with np.errstate(over="ignore"):  # loud audio may overflow the dot; the element check below decides
+        finite = not check_finite or np.isfinite(np.dot(x, x)) or np.isfinite(x).all()  # dot: fast path
+    if not finite:
+        if np.issubdtype(source.dtype, np.floating) and np.isfinite(source).all():
+            raise ValueError(f"wave of dtype {source.dtype} has values beyond the float32 range "
+                             f"(peak {np.abs(source).max():.3g}); audio is expected in [-1, 1]")  # fmt: skip
         raise ValueError("wave contains NaN or Inf")
     if sample_rate != target_sr:
         from synth.audio import resample  # the resampler the training data went through (soxr)
@@ -207,6 +235,25 @@ def _window_features(model: FLAM, views: list[torch.Tensor], offsets: np.ndarray
     return torch.cat(outs), torch.cat(bad)
 
 
+def _check_finite_windows(feats: torch.Tensor, bad_input: torch.Tensor | None, offsets: np.ndarray,
+                          signals: list[torch.Tensor]) -> None:  # fmt: skip
+    """ValueError naming the first input whose windows hold NaN/Inf (`bad_input`, the CUDA path's device check)
+    or whose frame features are not finite — audio of absurd amplitude (RMS ≳ 1e18 overflows the float32 power
+    spectrum) would otherwise come out as all-NaN probabilities. One host transfer of two [J] masks."""
+    bad_out = ~torch.isfinite(feats).flatten(1).all(1)
+    masks = (bad_out[None] if bad_input is None else torch.stack([bad_input, bad_out])).cpu().numpy()
+    for row, is_input in zip(masks, (False,) if bad_input is None else (True, False), strict=True):
+        if row.any():
+            i = int(np.searchsorted(offsets, int(row.argmax()), side="right")) - 1
+            if is_input:
+                raise ValueError(f"waves[{i}]: wave contains NaN or Inf")
+            peak = float(signals[i].abs().max())
+            raise ValueError(
+                f"waves[{i}]: the model's output is not finite for this audio (peak amplitude {peak:.3g}); "
+                "audio is expected as float in [-1, 1] or integer PCM — rescale it"
+            )
+
+
 @torch.inference_mode()
 def stitched_features(model: FLAM, signals: list[torch.Tensor]) -> tuple[torch.Tensor, np.ndarray]:
     """Mono 48-kHz signals → stitched pre-projection frames of all inputs [Σ n_frames, C] (float32, on the model
@@ -218,9 +265,7 @@ def stitched_features(model: FLAM, signals: list[torch.Tensor]) -> tuple[torch.T
         return torch.empty(0, cfg.audio.out_dim, device=model.device), np.zeros(0, dtype=np.int64)
     views, offsets, counts, index = _window_plan(signals, cfg, hop)
     feats, bad = _window_features(model, views, offsets)
-    if bad is not None and bool(bad.any()):
-        first = int(np.searchsorted(offsets, int(bad.nonzero()[0, 0]), side="right")) - 1
-        raise ValueError(f"waves[{first}]: wave contains NaN or Inf")
+    _check_finite_windows(feats, bad, offsets, signals)
     flat = feats.reshape(-1, feats.shape[-1])
     return flat.index_select(0, torch.from_numpy(index).to(flat.device)), counts
 

@@ -2,7 +2,9 @@
 
 import asyncio
 import logging
+import re
 import socket
+import time
 
 import pytest
 
@@ -216,3 +218,130 @@ def test_template_captioner_labels():
         r.caption_source == "template" and r.caption_model is None and r.prompt_version.startswith("template")
     )
     assert r.columns()["captions"] == r.captions and 1 <= len(r.captions) <= 2
+
+
+# ---- a misbehaving server: every bad reply is a counted retry, then a counted fallback, never an exception
+
+NOT_A_COMPLETION = {  # behaviour -> the malformed_reply_<why> counter it must raise
+    "not_json": "not_json",
+    "html": "not_json",
+    "no_choices": "no_choices",
+    "bad_types": "content_type",
+    "deep_body": "too_deep",
+    "huge": "too_large",
+}
+
+
+def test_http_200_bodies_that_are_not_completions_are_retried_then_fail_softly():
+    script = {f"{b}.wav": [b, b] for b in NOT_A_COMPLETION}
+    script["late.wav"] = ["html", "ok"]  # one bad reply, then a good one: kept
+    names = [*script, "fine.wav"]
+    with FakeChatServer(script=script) as srv:
+        client = CaptionClient(_cfg(srv, max_attempts=2))
+        outs = dict(zip(names, _run(client, [_inp(n) for n in names]), strict=True))
+    for b in NOT_A_COMPLETION:
+        o = outs[f"{b}.wav"]
+        assert o.captions is None and o.reason == "malformed_reply" and o.transient and o.attempts == 2, b
+    assert outs["late.wav"].captions and outs["late.wav"].attempts == 2
+    assert outs["fine.wav"].captions and outs["fine.wav"].attempts == 1
+    n = client.counts
+    assert n["failed_malformed_reply"] == 2 * len(NOT_A_COMPLETION) + 1
+    assert n["retries"] == len(NOT_A_COMPLETION) + 1 and n["requests_sent"] == len(srv.log.requests)
+    for why in set(NOT_A_COMPLETION.values()):
+        expected = 2 * sum(1 for v in NOT_A_COMPLETION.values() if v == why) + (why == "not_json")
+        assert n[f"malformed_reply_{why}"] == expected, why
+
+
+def test_bad_answers_inside_a_completion_and_broken_connections_fail_softly():
+    script = {
+        "deep.wav": ["deep_caption", "deep_caption"],  # the answer is "[" * 5000
+        "err.wav": ["500_deep", "500_deep"],  # an error body nested 5000 deep
+        "gone.wav": ["close", "ok"],  # connection closed without an answer, then fine
+    }
+    with FakeChatServer(script=script) as srv:
+        client = CaptionClient(_cfg(srv, max_attempts=2))
+        deep, err, gone = _run(client, [_inp(n) for n in script])
+    assert deep.captions is None and deep.reason == "malformed_json" and not deep.transient
+    assert err.captions is None and err.reason == "http_500" and err.transient
+    assert gone.captions and gone.attempts == 2 and client.counts["failed_connection_error"] == 1
+
+
+def test_malformed_replies_become_counted_fallbacks_and_transport_ones_are_not_cached(tmp_path):
+    inputs = [_inp("html.wav"), _inp("deep.wav"), _inp("ok.wav")]
+    script = {"html.wav": ["html"] * 2, "deep.wav": ["deep_caption"] * 2}
+    with FakeChatServer(script=script) as srv:
+        cap = LLMCaptioner(_cfg(srv, max_attempts=2), cache=CaptionCache(tmp_path / "c"))
+        res = _captioner_run(cap, inputs)
+        cap.cache.close()
+        assert [r.caption_source for r in res] == ["fallback", "fallback", "llm"]
+        assert all(r.captions for r in res)
+        c = cap.all_counts()
+        assert c["fallback_reason_malformed_reply"] == 1 and c["fallback_reason_malformed_json"] == 1
+        # re-run: the proxy page (transport) is asked again and now answered; the bad answer is cached
+        cap2 = LLMCaptioner(_cfg(srv, max_attempts=2), cache=CaptionCache(tmp_path / "c"))
+        res2 = _captioner_run(cap2, inputs)
+    assert [r.caption_source for r in res2] == ["llm", "fallback", "llm"]
+    assert srv.per_file == {"html.wav": 3, "deep.wav": 2, "ok.wav": 1}
+
+
+def test_timeout_is_a_wall_clock_limit_per_request():
+    """A server trickling a valid answer one byte per 0.1 s (~30 s in all; the gap between bytes is far
+    below the timeout) and one trickling forever: each request ends at ~timeout_s."""
+    timeout, slack = 1.0, 1.5
+    with FakeChatServer(script={"t.wav": ["trickle", "trickle_forever"]}, trickle_s=0.1, hang_s=60) as srv:
+        client = CaptionClient(_cfg(srv, timeout_s=timeout, max_attempts=2))
+        t0 = time.monotonic()
+        (out,) = _run(client, [_inp("t.wav")])
+        took = time.monotonic() - t0
+        deadline = time.time() + 5  # the server notices the closed connection at its next write
+        while not all("t_end" in r for r in srv.log.requests) and time.time() < deadline:
+            time.sleep(0.05)
+    assert out.captions is None and out.reason == "timeout" and client.counts["failed_timeout"] == 2
+    assert took < 2 * timeout + slack, took
+    for r in srv.log.requests:  # the connection was closed: the server stopped sending, too
+        assert not r["completed"] and r["t_end"] - r["t_start"] < timeout + slack
+
+
+def test_unsafe_replies_are_rejected_whole_then_fall_back():
+    script = {
+        "ctl.wav": ["control"] * 2,  # control, bidi-override and zero-width characters
+        "inj.wav": ["injection"] * 2,  # instructions and a shell command
+        "once.wav": ["injection", "ok"],
+    }
+    with FakeChatServer(script=script) as srv:
+        # 5 captions asked: each unsafe reply also holds 2 valid captions, and is still rejected whole
+        client = CaptionClient(_cfg(srv, max_attempts=2, captions_per_file=5))
+        ctl, inj, once = _run(client, [_inp(n) for n in script])
+    for o in (ctl, inj):
+        assert o.captions is None and o.reason == "unsafe_reply" and not o.transient
+    assert once.captions and once.attempts == 2
+    n = client.counts
+    assert n["failed_unsafe_reply"] == 5
+    assert n["invalid_caption_control_chars"] == 2 and n["invalid_caption_bidi_control"] == 2
+    assert n["invalid_caption_zero_width"] == 2
+    assert n["invalid_caption_instruction_like"] == 3 * 2 and n["invalid_caption_command_like"] == 3
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("timeout_s", -1.0, "timeout_s must be a finite number > 0"),
+        ("timeout_s", float("inf"), "timeout_s must be a finite number > 0"),
+        ("temperature", -7.0, "temperature must be a number in [0, 2]"),
+        ("temperature", float("nan"), "temperature must be a number in [0, 2]"),
+        ("endpoint", "notaurl", "endpoint must be an http(s) URL"),
+        ("endpoint", "ftp://host/v1", "endpoint must be an http(s) URL"),
+        ("endpoint", "http://host:99999/v1", "endpoint must be an http(s) URL"),
+        ("model", " ", "model must be a non-empty"),
+        ("max_attempts", 0, "max_attempts must be an integer >= 1"),
+    ],
+)
+def test_client_config_rejects_invalid_values(field, value, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ClientConfig(**{field: value})
+
+
+def test_endpoint_error_never_shows_credentials():
+    with pytest.raises(ValueError) as err:
+        ClientConfig(endpoint="notaurl://user:sk-secret-1@host")
+    assert "sk-secret-1" not in str(err.value)

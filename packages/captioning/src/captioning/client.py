@@ -1,16 +1,22 @@
 """Async client for an OpenAI-compatible chat-completions endpoint (`vllm serve`), built on `openai.AsyncOpenAI`.
 
-Bounded concurrency (one semaphore around each HTTP request), a per-request timeout, and our own retry loop
-(the openai client's retries are disabled so every attempt is counted here): exponential backoff with jitter
-on 429 / 5xx / timeouts / connection errors (honouring Retry-After), immediate re-asks when the answer is
-malformed or holds no valid caption. Configuration errors (401/403/404) abort: every request would fail;
-so does an HTTP 400 about the chat template / message roles before any request succeeded (e.g. Mixtral's
-template rejects a `system` message): it names the --system-prompt flag instead of falling back per file.
+Bounded concurrency (one semaphore around each HTTP request), a wall-clock limit per request (connect, wait
+and the whole body: a server trickling bytes cannot hold a request longer than `timeout_s`), a cap on the
+body size, and our own retry loop (the openai client's retries are disabled so every attempt is counted
+here): exponential backoff with jitter on 429 / 5xx / timeouts / connection errors / malformed HTTP 200
+replies (honouring Retry-After), immediate re-asks when the answer holds no valid caption. A reply holding
+an instruction, a command or hidden characters is rejected whole (`captioning.validate.UNSAFE_PROBLEMS`).
+Nothing a server sends raises out of `caption()`: every failure is a counted reason and, after the last
+attempt, a fallback. Configuration errors (401/403/404) abort: every request would fail; so does an HTTP 400
+about the chat template / message roles before any request succeeded (e.g. Mixtral's template rejects a
+`system` message): it names the --system-prompt flag instead of falling back per file.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 import os
 import random
 import re
@@ -19,9 +25,11 @@ from dataclasses import dataclass, field
 
 import openai
 
-from captioning.parse import CaptionParseError, parse_captions
+from captioning.parse import CaptionParseError, MalformedReplyError, completion_content, parse_captions
 from captioning.prompt import CaptionInput, PromptConfig, build_messages, caption_json_schema
-from captioning.validate import ValidationConfig, select_valid
+from captioning.validate import UNSAFE_PROBLEMS, ValidationConfig, select_valid
+
+log = logging.getLogger(__name__)
 
 API_KEY_ENV_VARS = ("FLAM_LLM_API_KEY", "OPENAI_API_KEY")
 STRUCTURED_MODES = ("response_format", "guided_json", "none")
@@ -34,6 +42,10 @@ _TEMPLATE_ERROR = re.compile(
 
 class LLMConfigError(RuntimeError):
     """The endpoint rejects us for a reason no retry fixes (bad key, unknown model or URL)."""
+
+
+class ReplyTooLargeError(ValueError):
+    """The HTTP body is larger than `ClientConfig.max_response_bytes`."""
 
 
 def api_key_from_env(names: tuple[str, ...] = API_KEY_ENV_VARS) -> str | None:
@@ -53,24 +65,59 @@ class ClientConfig:
     model: str = "mistralai/Mixtral-8x7B-Instruct-v0.1"
     captions_per_file: int = 3
     max_concurrency: int = 16
-    timeout_s: float = 60.0
+    timeout_s: float = 60.0  # wall-clock limit of one request: connect, wait and the whole body
     max_attempts: int = 4  # requests per file, transport failures and bad answers together
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
     temperature: float = 0.7
     max_tokens: int = 512
+    max_response_bytes: int = 1 << 20  # a reply of N short captions is ~1 KB; larger bodies are malformed
     structured_output: str = "response_format"  # response_format | guided_json | none
     min_valid_captions: int = 1
     prompt: PromptConfig = field(default_factory=PromptConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
 
     def __post_init__(self) -> None:
-        if self.structured_output not in STRUCTURED_MODES:
-            raise ValueError(
-                f"structured_output must be one of {STRUCTURED_MODES}, got {self.structured_output!r}"
-            )
-        if self.max_concurrency < 1 or self.max_attempts < 1 or self.captions_per_file < 1:
-            raise ValueError("max_concurrency, max_attempts and captions_per_file must be >= 1")
+        problem = config_problem(self)
+        if problem is not None:
+            raise ValueError(problem)
+
+
+def endpoint_problem(url: str) -> str | None:
+    """Why `url` is not an http(s) base URL with a host, or None."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(str(url))
+        _ = parts.port  # raises ValueError on a non-numeric or out-of-range port
+    except ValueError as exc:
+        return f"endpoint must be an http(s) URL, got {redact_url_text(url)!r} ({exc})"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"endpoint must be an http(s) URL such as http://HOST:8000/v1, got {redact_url_text(url)!r}"
+    return None
+
+
+def config_problem(cfg: ClientConfig) -> str | None:
+    """The first invalid field of a ClientConfig as '<field> must be …, got …', or None (one rule for the
+    library and the CLI, which names the flag)."""
+    if cfg.structured_output not in STRUCTURED_MODES:
+        return f"structured_output must be one of {STRUCTURED_MODES}, got {cfg.structured_output!r}"
+    for name in ("captions_per_file", "max_concurrency", "max_attempts", "max_tokens", "min_valid_captions"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            return f"{name} must be an integer >= 1, got {value!r}"
+    if cfg.max_response_bytes < 1024:
+        return f"max_response_bytes must be >= 1024, got {cfg.max_response_bytes!r}"
+    for name in ("timeout_s", "backoff_base_s", "backoff_max_s"):
+        value = getattr(cfg, name)
+        if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+            return f"{name} must be a finite number > 0, got {value!r}"
+    t = cfg.temperature
+    if not isinstance(t, int | float) or not math.isfinite(t) or not 0.0 <= t <= 2.0:
+        return f"temperature must be a number in [0, 2] (the OpenAI API's range), got {t!r}"
+    if not str(cfg.model).strip():
+        return "model must be a non-empty model name"
+    return endpoint_problem(cfg.endpoint)
 
 
 @dataclass
@@ -81,6 +128,11 @@ class LLMOutcome:
     reason: str | None = None  # why it failed (last failure kind)
     transient: bool = False  # True when the failure was transport-level (not worth caching)
     attempts: int = 0
+
+
+def redact_url_text(url: str) -> str:
+    """`url` with anything between '://' and '@' replaced, for messages about URLs that may not parse."""
+    return re.sub(r"(?<=://)[^/@]*@", "***@", str(url))
 
 
 def redact_url(url: str) -> str:
@@ -167,7 +219,29 @@ class CaptionClient:
             kw["extra_body"] = {"guided_json": schema}
         return kw
 
+    async def _read_body(self, messages: list[dict], n: int) -> bytes:
+        """POST one chat completion and read its body (at most max_response_bytes) without parsing it."""
+        limit = self.cfg.max_response_bytes
+        async with self._client.chat.completions.with_streaming_response.create(
+            model=self.cfg.model,
+            messages=messages,
+            temperature=self.cfg.temperature,
+            max_tokens=self.cfg.max_tokens,
+            **self._request_kwargs(n),
+        ) as resp:
+            chunks, size = [], 0
+            async for chunk in resp.iter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    raise ReplyTooLargeError(f"reply body over {limit} bytes")
+                chunks.append(chunk)
+            return b"".join(chunks)
+
     async def _request(self, messages: list[dict], n: int) -> str | None:
+        """One request under the semaphore and the wall-clock limit; the answer text (None: empty).
+
+        Raises openai errors (HTTP status, connection), TimeoutError (the wall-clock limit),
+        MalformedReplyError / ReplyTooLargeError (an HTTP 200 body that is not a chat completion)."""
         if self._sem is None:
             self._sem = asyncio.Semaphore(self.cfg.max_concurrency)
         async with self._sem:
@@ -177,19 +251,15 @@ class CaptionClient:
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             self.counts["requests_sent"] += 1
             try:
-                resp = await self._client.chat.completions.create(
-                    model=self.cfg.model,
-                    messages=messages,
-                    temperature=self.cfg.temperature,
-                    max_tokens=self.cfg.max_tokens,
-                    **self._request_kwargs(n),
-                )
+                async with asyncio.timeout(
+                    self.cfg.timeout_s
+                ):  # the whole request, not the gap between bytes
+                    body = await self._read_body(messages, n)
             finally:
                 self.in_flight -= 1
-        self.answered = True
-        if not resp.choices:
-            return None
-        return resp.choices[0].message.content
+        content = completion_content(body)
+        self.answered = True  # the endpoint answered with a chat completion: the URL and model work
+        return content
 
     async def caption(self, inp: CaptionInput) -> LLMOutcome:
         """Up to `max_attempts` requests for one file; returns valid captions or the failure reason."""
@@ -205,8 +275,13 @@ class CaptionClient:
             except openai.RateLimitError as exc:
                 reason, transient = "rate_limited", True
                 delay = _retry_after_s(exc)
-            except openai.APITimeoutError:
+            except (openai.APITimeoutError, TimeoutError):
                 reason, transient = "timeout", True
+            except (MalformedReplyError, ReplyTooLargeError) as exc:
+                # an HTTP 200 that is not a chat completion: a proxy's page, a broken server; a transport
+                # failure (retried with backoff, not cached: a re-run asks again)
+                reason, transient = "malformed_reply", True
+                self.counts[f"malformed_reply_{getattr(exc, 'reason', 'too_large')}"] += 1
             except openai.APIConnectionError:
                 reason, transient = "connection_error", True
             except openai.APIStatusError as exc:
@@ -227,6 +302,14 @@ class CaptionClient:
                 else:  # other 4xx: this request itself is rejected; do not hammer
                     self.counts[f"failed_http_{status}"] += 1
                     return LLMOutcome(None, f"http_{status}", transient=False, attempts=attempt)
+            except openai.OpenAIError as exc:  # any other library error on a reply: counted, retried
+                reason, transient = "unexpected_error", True
+                log.warning("caption request: %s: %s", type(exc).__name__, str(exc)[:200])
+            except (ValueError, TypeError, AttributeError, KeyError, RecursionError, UnicodeError) as exc:
+                # what a library may raise on a body it cannot handle (e.g. JSON nested too deep in an error
+                # body): counted and retried, never out of the client
+                reason, transient = "unexpected_error", True
+                log.warning("caption request: %s: %s", type(exc).__name__, str(exc)[:200])
             else:
                 try:
                     raw = parse_captions(content)
@@ -236,9 +319,12 @@ class CaptionClient:
                     valid, problems = select_valid(raw, inp.filename, n, self.cfg.validation)
                     for why, k in problems.items():
                         self.counts[f"invalid_caption_{why}"] += k
-                    if len(valid) >= self.cfg.min_valid_captions:
+                    if UNSAFE_PROBLEMS & problems.keys():  # an injection or a broken model: drop it whole
+                        reason, transient = "unsafe_reply", False
+                    elif len(valid) >= self.cfg.min_valid_captions:
                         return LLMOutcome(valid, None, attempts=attempt)
-                    reason, transient = "invalid_captions", False
+                    else:
+                        reason, transient = "invalid_captions", False
             self.counts[f"failed_{reason}"] += 1
             if attempt < self.cfg.max_attempts and transient:
                 if delay is None:

@@ -408,3 +408,10 @@ def detect(model: FLAM, wave: Any, sample_rate: int, texts: list[str], threshold
     n = np.asarray(wave).shape[-1] if not isinstance(wave, torch.Tensor) else wave.shape[-1]
     hop_s = frame_hop_samples(model.config) / model.config.frontend.sample_rate
     return segments_from_probabilities(probs, threshold, hop_s, n / sample_rate)
+
+
+def text_embeddings(model: FLAM, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(embeddings [K, D], α [K], β [K]) as float32 on the model device — the text side of
+    `frame_probabilities_batch` (same checks, `normalize_text`, autocast), for scoring stored frame embeddings
+    (`model.search`)."""
+    return _text(model, texts)

@@ -8,6 +8,11 @@
 corpus folder (or --manifest) -> ingest + event/background filter (synth) -> captions -> manifest Parquet for
 `pipelines/render_mixtures.py --manifest`. Flags not listed below are Apache Beam pipeline options. The LLM
 API key is read from $FLAM_LLM_API_KEY (or $OPENAI_API_KEY). See docs/captioning.md.
+
+Exit codes: 0 done; 1 done and every output written, but more files than --max-fallback-share got fallback
+captions (a re-run asks the LLM again for them; answered files come from the cache); 2 bad arguments, an
+output/cache location that cannot be written (checked before any work), bad input or an endpoint that
+rejects every request.
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
+import typing
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,6 +33,23 @@ from typing import Any
 log = logging.getLogger("caption")
 
 WORKER_PACKAGES = ("flam-synth", "flam-captioning")  # dependencies first: Beam installs them in order
+# ClientConfig field -> the flag that sets it (config errors name the flag)
+_FLAG_OF = {
+    "endpoint": "--endpoint",
+    "model": "--model",
+    "captions_per_file": "--captions-per-file",
+    "max_concurrency": "--max-concurrency",
+    "timeout_s": "--timeout-s",
+    "max_attempts": "--max-attempts",
+    "temperature": "--temperature",
+}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line on stderr (no usage block) and exit code 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 @dataclass
@@ -37,7 +61,7 @@ class CaptionJob:
     metadata: str | None = None
     manifest: str | None = None
     batch_size: int = 64
-    measure_loudness: bool = False
+    max_fallback_share: float = 0.5
     wheel_dir: str | None = None
     settings: Any = None  # captioning.beam_fns.CaptionSettings
     beam_args: list[str] = field(default_factory=list)
@@ -64,7 +88,7 @@ def parse_args(argv: Sequence[str] | None = None) -> CaptionJob:
     from synth.beam_support import parse_cli, setup_logging
 
     d = ClientConfig()
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         description=__doc__.split("\n\n")[0],
         epilog="Any other --flag is an Apache Beam pipeline option (--runner, --project, --temp_location, ...).",
     )
@@ -90,9 +114,14 @@ def parse_args(argv: Sequence[str] | None = None) -> CaptionJob:
         default=d.max_concurrency,
         help="requests in flight per worker (DoFn instance)",
     )
-    p.add_argument("--timeout-s", type=float, default=d.timeout_s, help="per-request timeout")
+    p.add_argument(
+        "--timeout-s",
+        type=float,
+        default=d.timeout_s,
+        help="wall-clock limit of one request in seconds (connect, wait and the whole reply)",
+    )
     p.add_argument("--max-attempts", type=int, default=d.max_attempts, help="requests per file at most")
-    p.add_argument("--temperature", type=float, default=d.temperature)
+    p.add_argument("--temperature", type=float, default=d.temperature, help="sampling temperature, 0-2")
     p.add_argument(
         "--structured-output",
         choices=STRUCTURED_MODES,
@@ -127,28 +156,57 @@ def parse_args(argv: Sequence[str] | None = None) -> CaptionJob:
     )
     p.add_argument("--batch-size", type=int, default=64, help="rows per captioning batch (max)")
     p.add_argument(
-        "--measure-loudness", action="store_true", help="with --corpus: store loudness_db per file"
+        "--max-fallback-share",
+        type=float,
+        default=0.5,
+        help="with --captioner vllm: exit 1 (after writing every output) when more than this share of the "
+        "files got fallback captions (default 0.5; 1 never fails)",
+    )
+    p.add_argument(
+        "--measure-loudness",
+        action="store_true",
+        help="kept for compatibility: every file is decoded whole and its loudness_db stored anyway (the "
+        "renderer's ingest check)",
     )
     p.add_argument("--wheel-dir", help="remote runners: keep the built worker wheels here")
     p.add_argument("--log-level", default="INFO")
     args, beam_args = parse_cli(p, argv)
     if args.metadata and not args.corpus:
         p.error("--metadata needs --corpus (relative paths resolve against the corpus folder)")
-    for name in ("captions_per_file", "max_concurrency", "max_attempts", "batch_size", "cache_flush_every"):
+    for name in ("batch_size", "cache_flush_every"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1")
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if not (math.isfinite(args.max_fallback_share) and 0.0 <= args.max_fallback_share <= 1.0):
+        p.error(f"--max-fallback-share must be a share in [0, 1], got {args.max_fallback_share}")
+    if not args.out.strip():
+        p.error("--out must be a file path")
+    if args.cache is not None and not args.cache.strip():
+        p.error("--cache must be a folder path")
+    api_key_env = tuple(n.strip() for n in args.api_key_env.split(",") if n.strip())
+    if not api_key_env:
+        p.error("--api-key-env must name at least one environment variable")
+    try:
+        level = logging.getLevelName(args.log_level.upper())
+        if not isinstance(level, int):
+            raise ValueError(args.log_level)
+    except ValueError:
+        p.error(f"--log-level must be a logging level such as INFO or DEBUG, got {args.log_level!r}")
+    try:
+        client = ClientConfig(
+            endpoint=args.endpoint,
+            model=args.model,
+            captions_per_file=args.captions_per_file,
+            max_concurrency=args.max_concurrency,
+            timeout_s=args.timeout_s,
+            max_attempts=args.max_attempts,
+            temperature=args.temperature,
+            structured_output=args.structured_output,
+            prompt=PromptConfig(system_prompt=args.system_prompt),
+        )
+    except ValueError as exc:  # "<field> must be …": named by its flag
+        field_name, _, rest = str(exc).partition(" ")
+        p.error(f"{_FLAG_OF.get(field_name, field_name)} {rest}")
     setup_logging(args.log_level)
-    client = ClientConfig(
-        endpoint=args.endpoint,
-        model=args.model,
-        captions_per_file=args.captions_per_file,
-        max_concurrency=args.max_concurrency,
-        timeout_s=args.timeout_s,
-        max_attempts=args.max_attempts,
-        temperature=args.temperature,
-        structured_output=args.structured_output,
-        prompt=PromptConfig(system_prompt=args.system_prompt),
-    )
     cache = None if args.no_cache else (args.cache or _default_cache(args.out))
     settings = CaptionSettings(
         captioner=args.captioner,
@@ -156,7 +214,7 @@ def parse_args(argv: Sequence[str] | None = None) -> CaptionJob:
         cache=cache if args.captioner == "vllm" else None,
         cache_flush_every=args.cache_flush_every,
         retry_cached_failures=args.retry_cached_failures,
-        api_key_env=tuple(n.strip() for n in args.api_key_env.split(",") if n.strip()),
+        api_key_env=api_key_env,
     )
     return CaptionJob(
         out=args.out,
@@ -164,7 +222,7 @@ def parse_args(argv: Sequence[str] | None = None) -> CaptionJob:
         metadata=args.metadata,
         manifest=args.manifest,
         batch_size=args.batch_size,
-        measure_loudness=args.measure_loudness,
+        max_fallback_share=args.max_fallback_share,
         wheel_dir=args.wheel_dir,
         settings=settings,
         beam_args=beam_args,
@@ -201,6 +259,34 @@ def metadata_rows(job: CaptionJob) -> tuple[list[dict], list[dict]]:
     return kept, [s.as_dict() for s in skipped]
 
 
+def ingest_config(job: CaptionJob) -> Any:
+    """The synth.ingest settings of a caption run: the renderer's default ingest check (every file decoded
+    whole through synth.audio.load_audio, so NaN/inf samples are a decode_error here exactly as in
+    pipelines/render_mixtures.py; its loudness_db is stored as a by-product)."""
+    from synth.ingest import IngestConfig
+
+    return IngestConfig(n_captions=job.settings.client.captions_per_file, measure_loudness=True)
+
+
+def check_locations(job: CaptionJob) -> None:
+    """Every output and the cache folder can be written; raises captioning.locations.LocationError (before
+    any work: a run must not caption everything and then fail on its final write)."""
+    from captioning.beam_fns import skipped_path, summary_path
+    from captioning.locations import check_folder, check_output_file
+
+    check_output_file(job.out, "--out")
+    for path in (summary_path(job.out), skipped_path(job.out)):
+        check_output_file(path, "--out")
+    if job.cache is not None:
+        check_folder(job.cache, "--cache" if job.cache != _default_cache(job.out) else "--cache (default)")
+
+
+def fallback_share(counts: dict[str, int]) -> float:
+    """Share of the captioned files whose captions are fallbacks (0 when nothing was captioned)."""
+    total = int(counts.get("files_total", 0))
+    return int(counts.get("files_fallback", 0)) / total if total else 0.0
+
+
 def run(job: CaptionJob) -> dict:
     """Build and run the pipeline; returns the summary dict (also printed and written as JSON)."""
     import apache_beam as beam
@@ -216,16 +302,13 @@ def run(job: CaptionJob) -> dict:
     from captioning.captioner import format_summary
     from captioning.client import redact_url
     from synth.beam_support import pipeline_options
-    from synth.ingest import IngestConfig
     from synth.manifest import manifest_rows, read_manifest
 
     options = pipeline_options(job.beam_args, packages=WORKER_PACKAGES, wheel_dir=job.wheel_dir)
     warning = api_key_warning(job)
     if warning:
         log.warning("%s", warning)
-    cfg = IngestConfig(
-        n_captions=job.settings.client.captions_per_file, measure_loudness=job.measure_loudness
-    )
+    cfg = ingest_config(job)
     pre_skipped: list[dict] = []
     if job.manifest:
         rows = manifest_rows(read_manifest(job.manifest))
@@ -280,6 +363,8 @@ def run(job: CaptionJob) -> dict:
         "cache": job.cache,
         "counts": counts,
         "ingest": ingest,
+        "fallback_share": round(fallback_share(counts), 6),
+        "max_fallback_share": job.max_fallback_share,
     }
     print(format_summary(counts))
     print("ingest: " + json.dumps(ingest, sort_keys=True))
@@ -288,16 +373,42 @@ def run(job: CaptionJob) -> dict:
     return summary
 
 
+def too_many_fallbacks(job: CaptionJob, summary: dict) -> str | None:
+    """The message for a run whose fallback share exceeds --max-fallback-share, or None."""
+    counts = summary["counts"]
+    share = fallback_share(counts)
+    if job.settings.captioner != "vllm" or share <= job.max_fallback_share:
+        return None
+    reasons = {
+        k.removeprefix("fallback_reason_"): v
+        for k, v in counts.items()
+        if k.startswith("fallback_reason_") and v
+    }
+    return (
+        f"{counts.get('files_fallback', 0)} of {counts.get('files_total', 0)} files ({share:.0%}) got fallback "
+        f"captions, more than --max-fallback-share {job.max_fallback_share:g} (reasons: "
+        f"{', '.join(f'{k} {v}' for k, v in sorted(reasons.items()))}). The manifest was written with them; "
+        "fix the endpoint and re-run: answered files come from the cache, the others are asked again "
+        "(--retry-cached-failures also re-asks files whose answers were invalid)"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """0: done; 1: done, outputs written, but too many fallbacks; 2: bad arguments/locations/input."""
     from captioning.client import LLMConfigError
     from synth.errors import ManifestError, MetadataError
 
     job = parse_args(argv)
     try:
-        run(job)
+        check_locations(job)
+        summary = run(job)
     except (MetadataError, ManifestError, LLMConfigError, ValueError) as exc:
         print(f"caption: error: {exc}", file=sys.stderr)
         return 2
+    message = too_many_fallbacks(job, summary)
+    if message:
+        print(f"caption: error: {message}", file=sys.stderr)
+        return 1
     return 0
 
 

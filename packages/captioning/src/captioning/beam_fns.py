@@ -125,6 +125,11 @@ def summary_path(out: str) -> str:
     return base + ".summary.json"
 
 
+def skipped_path(out: str) -> str:
+    """Where the skipped-files list goes: beside the manifest, <stem>.skipped.jsonl."""
+    return summary_path(out).removesuffix(".summary.json") + ".skipped.jsonl"
+
+
 def probe_or_skip(row: dict, corpus: str, cfg: IngestConfig) -> dict | beam.pvalue.TaggedOutput:
     """Beam map: metadata row -> TaggedOutput 'skipped' or the probed manifest row."""
     good, bad = try_probe_row(row, corpus, cfg)
@@ -149,8 +154,7 @@ def write_outputs(
     if assign:
         assign_splits(rows, cfg.split)
     write_manifest(rows, out)
-    skipped_path = summary_path(out).replace(".summary.json", ".skipped.jsonl")
-    with FileSystems.create(skipped_path) as fh:
+    with FileSystems.create(skipped_path(out)) as fh:
         for s in sorted(skipped, key=lambda s: (s["path"], s["reason"])):
             fh.write((json.dumps(s, sort_keys=True) + "\n").encode())
     return len(rows)

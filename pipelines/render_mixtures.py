@@ -21,8 +21,16 @@ from synth.beam_support import parse_cli, setup_logging
 from synth.render_job import RenderOptions, run_render
 from synth.shards import ShardConfigError
 from synth.spec import MixtureConfig
+from synth.split import parse_heldout
 
 DEMO_CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "demo"
+
+
+def _heldout(text: str) -> float | int:
+    try:
+        return parse_heldout(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[RenderOptions, list[str]]:
@@ -54,6 +62,18 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[RenderOptions, list[s
         help="with --corpus: do not decode every file at ingest to store loudness (workers measure it)",
     )
     p.add_argument("--ingest-workers", type=int, default=1, help="with --corpus: processes probing files")
+    p.add_argument(
+        "--heldout-events",
+        type=_heldout,
+        default=None,
+        help="with --corpus: events held out, a count (10000, as §5.1) or a fraction (default 0.1)",
+    )
+    p.add_argument(
+        "--heldout-backgrounds",
+        type=_heldout,
+        default=None,
+        help="with --corpus: backgrounds held out, a count (5000, as §5.1) or a fraction (default 0.1)",
+    )
     p.add_argument("--log-level", default="INFO")
     args, beam_args = parse_cli(p, argv)
     setup_logging(args.log_level)
@@ -73,6 +93,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[RenderOptions, list[s
             audio_text_shard_size=args.audio_text_shard_size,
             measure_loudness=not args.no_measure_loudness,
             ingest_workers=args.ingest_workers,
+            heldout_events=args.heldout_events,
+            heldout_backgrounds=args.heldout_backgrounds,
             mixture=MixtureConfig(),
         )
     except ValueError as e:

@@ -62,6 +62,65 @@ def test_downmix_is_channel_mean(tmp_path):
     assert to_mono(np.zeros(5, np.float64)).dtype == np.float32
 
 
+def test_anti_phase_stereo_falls_back_to_a_channel(tmp_path):
+    from synth.audio import decode_mono, downmix
+
+    sr = 48000
+    t = np.arange(sr) / sr
+    s = 0.3 * np.sin(2 * np.pi * 440 * t)
+    sf.write(tmp_path / "anti.wav", np.stack([s, -s], axis=1), sr, subtype="PCM_16")
+    got = decode_mono(tmp_path / "anti.wav")
+    assert got.channel == 0 and np.abs(got.audio).max() == pytest.approx(0.3, abs=1e-3)  # not silence
+    # partly out of phase (the mean is 7.4 dB below the channels' mean energy): the louder channel is used
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal(sr) * 0.1, rng.standard_normal(sr) * 0.1
+    left, right = a, -0.8 * a + 0.6 * b
+    mono, ch = downmix(np.stack([0.5 * left, right], axis=1).astype(np.float32))
+    assert ch == 1
+    # wide uncorrelated stereo (-3 dB) and a panned source (one silent channel) keep the mean
+    for x in (np.stack([a, b], axis=1), np.stack([a, np.zeros(sr)], axis=1)):
+        mono, ch = downmix(x.astype(np.float32))
+        assert ch is None and np.allclose(mono, x.mean(axis=1), atol=1e-7)
+    assert downmix(np.stack([a, -a], axis=1).astype(np.float32), max_loss_db=float("inf"))[1] is None
+
+
+def test_truncated_wav_aiff_ogg_are_refused(tmp_path):
+    x = (np.random.default_rng(0).standard_normal(48000) * 0.1).astype(np.float32)
+    for fmt, subtype, ext in [
+        ("WAV", "PCM_16", "wav"),
+        ("WAV", "FLOAT", "wav"),
+        ("RF64", "PCM_16", "wav"),
+        ("AIFF", "PCM_16", "aiff"),
+        ("OGG", "VORBIS", "ogg"),
+    ]:
+        whole, cut = tmp_path / f"whole.{ext}", tmp_path / f"cut.{ext}"
+        sf.write(whole, x, 48000, format=fmt, subtype=subtype)
+        cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * 0.7)])
+        assert probe_audio(whole).frames == 48000 and len(load_audio(whole)) == 48000
+        assert sf.info(str(cut)).frames > 0  # libsndfile alone would decode the shorter sound as if whole
+        for fn in (probe_audio, load_audio):
+            with pytest.raises(AudioDecodeError, match="cut|promises") as ei:
+                fn(cut)
+            assert ei.value.reason_code == "truncated", (fmt, fn)
+    # a streaming WAV whose data size is a placeholder (0xFFFFFFFF) is not "truncated"
+    data = bytearray((tmp_path / "whole.wav").read_bytes())
+    pos = data.index(b"data")
+    data[pos + 4 : pos + 8] = b"\xff\xff\xff\xff"
+    (tmp_path / "stream.wav").write_bytes(bytes(data))
+    probe_audio(tmp_path / "stream.wav")
+
+
+def test_nan_samples_fail_the_full_check(tmp_path):
+    x = np.zeros(48000 * 3, np.float32)
+    x[48000] = np.nan  # in the middle: head/tail verification does not see it
+    sf.write(tmp_path / "nan.wav", x, 48000, subtype="FLOAT")
+    probe_audio(tmp_path / "nan.wav")  # header + head/tail: passes
+    for call in (lambda p: probe_audio(p, full=True), load_audio):
+        with pytest.raises(AudioDecodeError, match="NaN") as ei:
+            call(tmp_path / "nan.wav")
+        assert ei.value.reason_code == "decode_error"
+
+
 def test_resample_keeps_pitch_and_length(tmp_path):
     sr = 8000
     t = np.arange(sr) / sr

@@ -44,6 +44,59 @@ def test_loudness_ignores_silent_padding():
     assert 10 * np.log10(np.mean(a_weight(padded, SR) ** 2)) < measure_loudness_db(x, SR) - 6
 
 
+def test_a_gain_changes_the_level_by_exactly_that_gain():
+    # an event with a quiet reverb-like tail and digital silence: the old absolute -70 dBFS gate moved the
+    # tail in and out of the measure with the gain; the relative gate does not
+    rng = np.random.default_rng(0)
+    x = np.concatenate(
+        [
+            tone(1000, 0.2, 0.5),
+            (rng.standard_normal(SR) * 3e-3 * np.exp(-np.arange(SR) / SR * 3)).astype(np.float32),
+            np.zeros(SR, np.float32),
+        ]
+    )
+    base = measure_loudness_db(x, SR)
+    for g_db in (-40.0, -17.5, 0.0, 6.0, 20.0):
+        y = (x.astype(np.float64) * 10 ** (g_db / 20)).astype(np.float64)
+        assert measure_loudness_db(y, SR) == pytest.approx(base + g_db, abs=1e-6)
+
+    def absolute_gate(y):  # the former rule: mean power over frames above -70 dBFS
+        p = frame_power_db(y, SR)
+        return 10 * np.log10(np.mean(10 ** (p[p > -70] / 10)))
+
+    assert abs(absolute_gate(x * 10 ** (-40 / 20)) - absolute_gate(x) + 40) > 1.0  # what this test guards
+
+
+def test_levels_below_the_silence_floor_are_silent():
+    quiet = tone(1000, 10 ** (-72 / 20) * np.sqrt(2), 1.0)  # -72 dBFS
+    assert measure_loudness_db(quiet, SR) == float("-inf")
+    assert measure_loudness_db(quiet, SR, silence_db=-80.0) == pytest.approx(-72.0, abs=0.1)  # edge frames
+
+
+def test_window_loudness_from_block_energies_equals_measuring_the_window():
+    from synth.loudness import loudness_from_power, source_block_energies, window_loudness_db
+
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal(25 * SR) * np.repeat(rng.uniform(0.01, 0.3, 25), SR)).astype(np.float32)
+    e = source_block_energies(x, SR)
+    for offset in (0, 600 * 37, 15 * SR):
+        w = a_weight(x, SR)[offset : offset + 10 * SR]  # the file's weighting, cut to the window
+        direct = span_frame_power(w, 0, 400)
+        assert window_loudness_db(e, offset, 10 * SR) == pytest.approx(loudness_from_power(direct), abs=1e-9)
+        # from rest on the window alone: the filter state only matters in the first milliseconds
+        assert window_loudness_db(e, offset, 10 * SR) == pytest.approx(
+            measure_loudness_db(x[offset : offset + 10 * SR], SR), abs=0.01
+        )
+    assert (
+        window_loudness_db(e, 20 * SR, 10 * SR)
+        == pytest.approx(  # past the end counts as silence
+            measure_loudness_db(x[20 * SR :], SR), abs=0.05
+        )
+    )
+    with pytest.raises(ValueError, match="multiple of 600"):
+        window_loudness_db(e, 601, 10 * SR)
+
+
 def test_silence_is_minus_inf_and_2d_is_rejected():
     assert measure_loudness_db(np.zeros(SR, np.float32), SR) == float("-inf")
     with pytest.raises(ValueError, match="mono"):

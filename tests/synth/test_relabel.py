@@ -49,6 +49,21 @@ def test_single_frame_blip_dropped_only_when_event_has_more_than_10_positives():
     assert as_runs(drop_short_runs(frames(40, (0, 1), (5, 20)), 2, 10)) == [(5, 20)]
 
 
+def test_rule_lengths_are_seconds_on_the_40_hz_grid_and_configurable():
+    cfg = RelabelConfig()
+    assert (cfg.fill_gap_frames, cfg.min_run_frames, cfg.min_run_if_more_than) == (10, 2, 10)  # 25-ms frames
+    # the paper's "50 Hz" reading: 10 frames = 200 ms, 2 frames = 40 ms, still on our 25-ms grid
+    fifty = RelabelConfig(fill_gap_s=0.2, min_run_s=0.04, min_run_if_more_than_s=0.2)
+    assert (fifty.fill_gap_frames, fifty.min_run_frames, fifty.min_run_if_more_than) == (8, 2, 8)
+    a = frames(200, (10, 30), (39, 60))  # a 9-frame (225 ms) gap
+    assert as_runs(postprocess_frames(a, cfg)) == [(10, 60)]
+    assert as_runs(postprocess_frames(a, fifty)) == [(10, 30), (39, 60)]
+    with pytest.raises(ValueError, match="fill_gap_s"):
+        RelabelConfig(fill_gap_s=-0.1)
+    with pytest.raises(ValueError, match="48000"):
+        relabel_event(np.ones(SR, np.float32), 16000, cfg)  # win/hop count samples at 48 kHz
+
+
 def test_blip_near_event_is_merged_by_gap_filling_first():
     a = frames(200, (10, 30), (35, 36))
     assert as_runs(postprocess_frames(a)) == [(10, 36)]

@@ -5,6 +5,7 @@ import pytest
 
 from synth.flac import decode_flac, encode_flac, quantize_pcm16
 from synth.loudness import measure_loudness_db
+from synth.relabel import RelabelConfig
 from synth.render import apply_fades, fade_in_ramp, render_mixture
 from synth.source_cache import AudioCache
 from synth.spec import BackgroundSpec, EventSpec, MixtureConfig, MixtureSpec, SourcePool, sample_spec
@@ -140,7 +141,13 @@ def test_bad_specs_are_rejected():
     with pytest.raises(ValueError, match="outside the clip"):
         render_mixture(spec_of([event("a", [(0.0, 9.5, 1.0)])]), srcs.__getitem__, CFG)
     with pytest.raises(ValueError, match="sample rate"):
-        render_mixture(spec_of([]), srcs.__getitem__, MixtureConfig(sample_rate=16000))
+        cfg16 = MixtureConfig(sample_rate=16000, relabel=RelabelConfig(sample_rate=16000))
+        render_mixture(spec_of([]), srcs.__getitem__, cfg16)
+    with pytest.raises(ValueError, match="relabel.sample_rate"):
+        MixtureConfig(sample_rate=16000)
+    off_grid = BackgroundSpec("a", 0.001, -55.0, None, None)  # 48 samples: not on the 600-sample grid
+    with pytest.raises(ValueError, match="grid"):
+        render_mixture(spec_of([], off_grid), {"a": noise(12)}.__getitem__, CFG)
     with pytest.raises(KeyError, match="unknown source id"):
         AudioCache({})("nope")
 
@@ -269,10 +276,77 @@ def test_cache_and_plain_loader_give_the_same_labels():
     cache = AudioCache({r["id"]: r["id"] for r in rows}, load_fn=load)
     plain = {r["id"]: load(r["id"], SR) for r in rows}
     for i in range(6):
-        spec = sample_spec(pool, CFG, 8, i)
-        a, b = render_mixture(spec, cache, CFG), render_mixture(spec, plain.__getitem__, CFG)
+        spec_a, spec_b = sample_spec(pool, CFG, 8, i), sample_spec(pool, CFG, 8, i)  # each measures its gains
+        a, b = render_mixture(spec_a, cache, CFG), render_mixture(spec_b, plain.__getitem__, CFG)
         assert a.event_labels == b.event_labels and a.audio.tobytes() == b.audio.tobytes()
-    assert len(cache._energy) > 0  # the cached-energy relabel path was taken
+        assert spec_a.to_json() == spec_b.to_json() and spec_a.background.gain_db is not None
+    assert len(cache._energy) > 0 and len(cache._blocks) > 0  # the cached relabel and window paths were taken
     assert cache.nbytes == sum(v.nbytes for v in cache._items.values()) + sum(
-        v.nbytes for v in cache._energy.values()
+        v.nbytes for memo in (cache._energy, cache._blocks) for v in memo.values()
     )
+
+
+def test_background_level_is_set_on_the_window_used():
+    # a background whose first 10 s are 10 dB louder than its last 10 s: whichever window a mixture uses
+    # sits at the reference level, and each event sits snr_db above that window
+    loud, quiet = noise(10, 0.1, 11), noise(10, 0.1 * 10 ** (-10 / 20), 12)
+    srcs = {"bg": np.concatenate([loud, quiet]), "ev": noise(1, 0.2, 13)}
+    for offset in (0.0, 10.0):
+        bg = BackgroundSpec("bg", offset, -55.0, None, None)
+        ev = event("ev", [(0.0, 4.0, 1.0)], gain_db=None, level_db=-55.0 + 12.0)
+        spec = spec_of([ev], bg)
+        out = render_mixture(spec, srcs.__getitem__, CFG)
+        bg_only = render_mixture(
+            spec_of([], BackgroundSpec("bg", offset, -55.0, None, None)), srcs.__getitem__, CFG
+        )
+        assert measure_loudness_db(bg_only.audio, SR) == pytest.approx(-55.0, abs=0.05)
+        ev_track = out.audio - bg_only.audio
+        # (a 1-s event on the clip's frame grid gains two quarter-covered edge frames: up to ~0.2 dB)
+        assert measure_loudness_db(ev_track, SR) - measure_loudness_db(bg_only.audio, SR) == pytest.approx(
+            12.0, abs=0.3
+        )
+        # the spec now says what was measured, and re-renders the same bytes from JSON
+        assert spec.background.gain_db == pytest.approx(-55.0 - spec.background.loudness_db)
+        window = srcs["bg"][int(offset * SR) : int(offset * SR) + 10 * SR]
+        assert spec.background.loudness_db == pytest.approx(measure_loudness_db(window, SR), abs=0.01)
+        again = render_mixture(MixtureSpec.from_json(spec.to_json()), srcs.__getitem__, CFG)
+        assert again.audio.tobytes() == out.audio.tobytes()
+    # the whole-file level sits between the two windows: gains from it would miss them by 2.6 and 7.4 dB
+    whole = measure_loudness_db(srcs["bg"], SR)
+    assert measure_loudness_db(quiet, SR) + 7 < whole < measure_loudness_db(loud, SR) - 2
+
+
+def test_silent_background_window_contributes_nothing_and_is_noted():
+    srcs = {
+        "bg": np.concatenate([np.zeros(10 * SR, np.float32), noise(10, 0.1, 14)]),
+        "ev": noise(1, 0.2, 15),
+    }
+    ev = event("ev", [(0.0, 4.0, 1.0)], gain_db=0.0)
+    out = render_mixture(spec_of([ev], BackgroundSpec("bg", 0.0, -55.0, None, None)), srcs.__getitem__, CFG)
+    assert out.notes == {"background_silent": 1} and np.all(out.audio[: 4 * SR] == 0)
+
+
+def test_long_event_source_is_measured_on_the_part_used():
+    x = np.concatenate([noise(10, 0.3, 16), noise(10, 0.01, 17)])  # 20-s "event": loud half, quiet half
+    ev = event("ev", [(10.0, 0.0, 10.0)], gain_db=None, level_db=-30.0)  # uses the quiet half
+    out = render_mixture(spec_of([ev]), {"ev": x}.__getitem__, CFG)
+    assert measure_loudness_db(out.audio, SR) == pytest.approx(-30.0, abs=0.1)
+    assert ev.loudness_db == pytest.approx(measure_loudness_db(x[10 * SR :], SR))
+
+
+def test_threshold_relative_to_the_event_makes_labels_independent_of_the_gain():
+    # a decaying tone: the dbfs threshold labels more of it at a higher gain, the event-relative one does not
+    t = np.arange(3 * SR) / SR
+    x = (np.sin(2 * np.pi * 1000 * t) * np.exp(-t * 4)).astype(np.float32) * 0.5
+    loud = measure_loudness_db(x, SR)
+
+    def label(level_db, cfg):
+        ev = event("x", [(0.0, 1.0, 3.0)], gain_db=level_db - loud, level_db=level_db)
+        return render_mixture(spec_of([ev]), {"x": x}.__getitem__, cfg).event_labels[0]["segments"]
+
+    rel = MixtureConfig(relabel=RelabelConfig(threshold_ref="event", threshold_db=-33.0))
+    assert label(-49.0, CFG) != label(-25.0, CFG)
+    assert label(-49.0, rel) == label(-25.0, rel) == label(-37.0, rel)
+    assert label(-37.0, rel) == label(-37.0, CFG)  # at the median SNR the two rules agree (-70 = -37 - 33)
+    with pytest.raises(ValueError, match="threshold_ref"):
+        RelabelConfig(threshold_ref="background")

@@ -420,7 +420,10 @@ def test_killed_run_resumes_to_identical_bytes(clean_run, demo_manifest, tmp_pat
 
 
 def test_ingest_skips_are_counted_and_reported(demo_corpus, tmp_path):
-    """--corpus with an undecodable and a missing file: both skipped with their reason, the rest renders."""
+    """--corpus with an undecodable, a missing, a truncated, an anti-phase stereo and a 1-sample file: each
+    skipped or noted with its reason, the rest renders, and the summary says so."""
+    import numpy as np
+
     corpus = tmp_path / "corpus"
     rows = list(csv.DictReader(open(demo_corpus / "metadata.csv", newline="")))
     kinds = {r["id"]: classify_kind(r) for r in rows}
@@ -429,31 +432,59 @@ def test_ingest_skips_are_counted_and_reported(demo_corpus, tmp_path):
     for r in keep:
         (corpus / r["path"]).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(demo_corpus / r["path"], corpus / r["path"])
-    (corpus / "audio" / "broken.wav").write_bytes(b"RIFF not really a wave file")
+    audio = corpus / "audio"
+    (audio / "broken.wav").write_bytes(b"RIFF not really a wave file")
+    tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(24000) / 48000)
+    sf.write(audio / "whole.wav", tone, 48000, subtype="PCM_16")
+    (audio / "cut.wav").write_bytes((audio / "whole.wav").read_bytes()[:30000])  # header says 48 044 bytes
+    sf.write(audio / "anti.wav", np.stack([tone, -tone], axis=1), 48000, subtype="PCM_16")
+    sf.write(audio / "one.wav", np.array([0.5]), 48000, subtype="PCM_16")
     extra = [
-        {**keep[0], "id": "x/broken", "path": "audio/broken.wav", "filename": "broken.wav"},
-        {**keep[0], "id": "x/missing", "path": "audio/missing.wav", "filename": "missing.wav"},
+        {**keep[0], "id": f"x/{name}", "path": f"audio/{name}.wav", "filename": f"{name}.wav"}
+        for name in ("broken", "missing", "cut", "anti", "one")
     ]
     with open(corpus / "metadata.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(keep + extra)
     out = tmp_path / "out"
-    opts = RenderOptions(
-        out=str(out),
-        corpus=str(corpus),
-        num_mixtures=2,
-        shard_size=2,
-        audio_text=False,
-        measure_loudness=False,
-    )
+    opts = RenderOptions(out=str(out), corpus=str(corpus), num_mixtures=2, shard_size=2, audio_text=False)
     summary = run_render(opts, ONE_WORKER)
-    assert summary.files_skipped == {"decode_error": 1, "missing_file": 1}
+    assert summary.files_skipped == {"decode_error": 1, "missing_file": 1, "truncated": 1}
+    assert summary.ingest_notes == {"downmix_channel_fallback": 1}
     text = summary.format()
-    assert "files skipped (ingest): 2" in text and "decode_error: 1" in text and "missing_file: 1" in text
+    assert "files skipped (ingest): 3" in text and "decode_error: 1" in text and "missing_file: 1" in text
+    assert "truncated: 1" in text and "cut.wav" in text and "downmix_channel_fallback: 1" in text
     assert "broken.wav" in text and "missing.wav" in text
     assert summary.mixtures_written == 2 and not (out / "audio_text").exists()
-    assert read_manifest(out / "manifest.parquet").num_rows == len(keep)
+    manifest = read_manifest(out / "manifest.parquet").to_pylist()
+    assert len(manifest) == len(keep) + 2  # anti.wav and one.wav are decodable files
+    anti = next(r for r in manifest if r["id"] == "x/anti")
+    assert anti["loudness_db"] is not None  # one channel, not the silence of the mean
+    one = next(r for r in manifest if r["id"] == "x/one")
+    assert (one["split"], one["kind"]) == ("train", "event")  # its id hashes to 0.38: never held out
+    assert summary.pool_skipped.get("event_too_short") == 1
+    assert "event modes (realised): split" in text
+
+
+def test_heldout_counts_from_the_command_line(demo_corpus, tmp_path, caplog):
+    """--heldout-events / --heldout-backgrounds: a count holds out exactly that many, a fraction a share."""
+    render_mixtures = _import_cli()
+    out = tmp_path / "data"
+    base = ["--out", str(out), "--num-mixtures", "0", "--no-audio-text", "--no-measure-loudness"]
+    assert render_mixtures.main([*base, "--heldout-events", "5", "--heldout-backgrounds", "1"]) == 0
+    rows = read_manifest(out / "manifest.parquet").to_pylist()
+    held = Counter(r["kind"] for r in rows if r["split"] == "heldout")
+    assert held["event"] == 5 and held["background"] == 1 and held["none"] == 0
+    opts, _ = render_mixtures.parse_args(["--heldout-events", "0.25", "--heldout-backgrounds", "5000"])
+    assert (opts.heldout_events, opts.heldout_backgrounds) == (0.25, 5000)
+    assert opts.split_config().heldout_events == 0.25
+    for bad in (["--heldout-events", "1.5"], ["--heldout-events", "ten"], ["--heldout-backgrounds", "-1"]):
+        with pytest.raises(SystemExit) as ei:
+            render_mixtures.parse_args(bad)
+        assert ei.value.code == 2
+    with pytest.raises(SystemExit):
+        render_mixtures.parse_args(["--manifest", "m.parquet", "--heldout-events", "10"])
 
 
 @pytest.mark.slow

@@ -10,7 +10,8 @@ class AudioDecodeError(ValueError):
     """An audio file is missing or cannot be decoded.
 
     ``reason_code`` is a short machine-readable key used to count skips: ``missing_file``,
-    ``decode_error``, ``empty_audio`` or ``bad_path``; ``reason`` is the human-readable detail.
+    ``decode_error``, ``truncated``, ``empty_audio`` or ``bad_path``; ``reason`` is the human-readable
+    detail.
     """
 
     def __init__(self, path: str, reason: str, reason_code: str = "decode_error") -> None:

@@ -13,12 +13,18 @@ Choices:
   frames); metadata values for them are ignored.
 - A row without ``id`` gets the path relative to the corpus folder (posix, extension kept) as its id, which
   is stable and unique per file.
-- Skips are counted, never fatal: missing file (``missing_file``), undecodable (``decode_error``), no
-  samples (``empty_audio``), empty path (``bad_metadata``), and a **duplicate id** (``duplicate_id``: the
+- Skips are counted, never fatal: missing file (``missing_file``), undecodable or NaN/inf samples
+  (``decode_error``), cut short (``truncated``: the container promises more than the file holds, see
+  synth.audio), no samples (``empty_audio``), empty path (``bad_metadata``), and a **duplicate id**
+  (``duplicate_id``: the
   first row with the id is kept, later rows are skipped; :func:`dedupe_rows`, also used by
   ``pipelines/caption.py``). Each skip is logged with its reason.
-- Loudness (``cfg.measure_loudness``): the file is decoded to 48 kHz mono (as the renderer sees it) and
-  measured with ``synth.loudness.measure_loudness_db``; a fully silent file stores null.
+- Loudness (``cfg.measure_loudness``): the file is decoded to 48 kHz mono (as the renderer sees it, with
+  :func:`synth.audio.decode_mono`, which also checks every sample) and measured with
+  ``synth.loudness.measure_loudness_db``; a silent file stores null. Files whose channels cancel in the
+  down-mix (one channel used instead) are counted as ``downmix_channel_fallback``.
+- ``cfg.verify_full``: without loudness, decode every frame at probe time (NaN/inf and truncation checks
+  on the whole file, as :func:`synth.audio.decode_mono` makes them when the file is used).
 - ``probe_row`` / ``try_probe_row`` are the per-row functions a Beam pipeline can map; the split needs all
   ids of a kind, so ``probe_row`` leaves ``split`` unset and :func:`synth.split.assign_splits` fills it.
 - ``cfg.workers > 1`` probes in a process pool (spawn), results in metadata order.
@@ -45,7 +51,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from synth.audio import AUDIO_EXTENSIONS, TARGET_SR, is_uri, load_audio, local_path, probe_audio
+from synth.audio import AUDIO_EXTENSIONS, TARGET_SR, decode_mono, is_uri, local_path, probe_audio
 from synth.captions import fallback_captions
 from synth.errors import AudioDecodeError, MetadataError
 from synth.filtering import FilterConfig, SourceTypeConfig, classify_kind, source_type_of
@@ -71,6 +77,7 @@ class IngestConfig:
     n_captions: int = 3  # fallback captions per file
     measure_loudness: bool = False  # decode every file and store loudness_db (slower)
     verify_decode: bool = True  # probe also decodes the first/last 4096 frames
+    verify_full: bool = False  # probe decodes every frame (finite, as many as the header says)
     workers: int = 1  # >1: process pool for probing/measuring
     progress: bool = False  # tqdm progress bar
 
@@ -80,7 +87,7 @@ class SkippedFile:
     """A metadata row that did not make it into the manifest."""
 
     path: str
-    reason: str  # short code: missing_file | decode_error | empty_audio | bad_metadata | duplicate_id
+    reason: str  # missing_file | decode_error | truncated | empty_audio | bad_metadata | duplicate_id
     detail: str = ""
 
     def as_dict(self) -> dict[str, str]:
@@ -110,6 +117,10 @@ class IngestResult:
             ),
             "  source types: " + ", ".join(f"{k}={v}" for k, v in c["source_types"].items()),
         ]
+        if c.get("downmix_channel_fallback"):
+            lines.append(
+                f"  down-mix: {c['downmix_channel_fallback']} files use one channel (their channels cancel)"
+            )
         if c["skipped_by_reason"]:
             lines.append("  skipped: " + ", ".join(f"{k}={v}" for k, v in c["skipped_by_reason"].items()))
         for s in self.skipped[:10]:
@@ -249,14 +260,24 @@ def _default_source(path_value: str) -> str:
     return parts[-2] if len(parts) >= 2 and not is_uri(path_value) else ""
 
 
+DOWNMIX_KEY = "downmix_channel"  # transient key of probe_row (not a manifest column)
+
+
 def probe_row(
     row: Mapping[str, Any], corpus_dir: str | os.PathLike, cfg: IngestConfig = IngestConfig()
 ) -> dict:
-    """One metadata row -> one manifest row (``split`` left None). Raises AudioDecodeError / MetadataError."""
+    """One metadata row -> one manifest row (``split`` left None). Raises AudioDecodeError / MetadataError.
+
+    With ``cfg.measure_loudness`` the row also carries :data:`DOWNMIX_KEY` (the channel used when the
+    channels cancel, else None), which the manifest schema drops."""
     path_value = _text(row.get("path"))
     full = resolve_path(path_value, corpus_dir)
     # measuring loudness decodes the whole file anyway, which verifies it better than head/tail reads
-    info = probe_audio(full, verify=cfg.verify_decode and not cfg.measure_loudness)
+    info = probe_audio(
+        full,
+        verify=cfg.verify_decode and not cfg.measure_loudness,
+        full=cfg.verify_full and not cfg.measure_loudness,
+    )
     filename = _text(row.get("filename")) or PurePosixPath(full.replace("\\", "/")).name
     out: dict[str, Any] = {
         "id": row_id(row, corpus_dir),
@@ -282,8 +303,10 @@ def probe_row(
     if cfg.measure_loudness:
         from synth.loudness import measure_loudness_db
 
-        loud = float(measure_loudness_db(load_audio(full, TARGET_SR), TARGET_SR))
+        mono = decode_mono(full, TARGET_SR)
+        loud = float(measure_loudness_db(mono.audio, TARGET_SR))
         out["loudness_db"] = loud if math.isfinite(loud) else None
+        out[DOWNMIX_KEY] = mono.channel
     return out
 
 
@@ -383,6 +406,7 @@ def ingest_counts(
             sorted(Counter(r["source_type"] for r in rows if r["kind"] == "event").items())
         ),
         "loudness_measured": sum(r.get("loudness_db") is not None for r in rows),
+        "downmix_channel_fallback": sum(r.get(DOWNMIX_KEY) is not None for r in rows),
     }
 
 
@@ -415,6 +439,11 @@ def ingest_corpus(
             skipped.append(bad)
     for s in skipped:
         log.warning("ingest: skipping %s (%s): %s", s.path, s.reason, s.detail)
+    for r in out:
+        if r.get(DOWNMIX_KEY) is not None:
+            log.info(
+                "ingest: %s: its channels cancel in the mean; channel %d is used", r["path"], r[DOWNMIX_KEY]
+            )
     assign_splits(out, cfg.split)
     table = conform_manifest(out)
     counts = ingest_counts(len(rows), out, skipped)

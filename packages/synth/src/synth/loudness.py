@@ -1,17 +1,24 @@
 """A-weighted frame power and the loudness measure used for mixture gains and RMS relabeling.
 
-Measure (used for events and backgrounds alike): A-weighted mean power over the *active* frames of the
-frame grid (window 2400 / hop 1200 at 48 kHz, frames above -70 dBFS), in dB. Why this and not BS.1770:
+Measure (used for events and backgrounds alike): A-weighted mean power over the *gated* frames of the frame
+grid (window 2400 / hop 1200 at 48 kHz), in dB. The gate is relative to the signal, as ITU-R BS.1770-4's
+relative gate is, so that a gain of g dB changes the measured level by exactly g dB:
 
-- it is defined for events shorter than BS.1770's 400 ms gating blocks (many sound effects are 50-300 ms);
-- it is the same A-weighted frame power that relabeling thresholds (App. C.4), so "event 6 dB over the
-  background" and "event active" are judged by one ruler;
-- averaging over active frames only makes it blind to silent padding (a 0.2 s click in a 3 s file with
-  2.8 s of digital silence measures as the click, not 12 dB quieter).
+1. stage 1 drops frames more than ``gate_db`` (10 dB) below the mean power of all frames (digital silence,
+   padding and the noise floor of a sparse file; BS.1770 uses an absolute -70 LKFS gate here, which would
+   make the level depend on the gain);
+2. stage 2 (BS.1770's relative gate) keeps the frames less than ``gate_db`` below the mean of stage 1;
+3. the level is the mean power of the stage-2 frames. A level below ``silence_db`` (-70 dBFS) is reported
+   as -inf: such a source is treated as silent (never boosted by 40 dB or more into an event).
 
-Frame grid (CONTRACTS.md): frame i <-> samples [i*hop, (i+1)*hop); its window is centred on that interval,
-samples [i*hop + hop/2 - win/2, i*hop + hop/2 + win/2), zero padded outside the signal; power = mean of the
-squared A-weighted samples in the window; dB = 10*log10(max(power, 1e-20)).
+Why frames and not BS.1770's 400 ms blocks: many sound effects are 50-300 ms long; the frames are the same
+A-weighted frame power that relabeling thresholds (App. C.4), so "event 6 dB over the background" and "event
+active" are judged by one ruler; and gating makes the level blind to silent padding (a 0.2 s click in a 3 s
+file with 2.8 s of digital silence measures as the click, not 12 dB quieter).
+
+Frame grid (shared with relabeling): frame i <-> samples [i*hop, (i+1)*hop); its window is centred on that
+interval, samples [i*hop + hop/2 - win/2, i*hop + hop/2 + win/2), zero padded outside the signal; power =
+mean of the squared A-weighted samples in the window; dB = 10*log10(max(power, 1e-20)).
 """
 
 from __future__ import annotations
@@ -28,7 +35,8 @@ except ImportError:  # pragma: no cover - other scipy layouts
     _sosfilt = None
 
 POWER_FLOOR = 1e-20  # dB floor: 10*log10(1e-20) = -200 dB
-ACTIVE_THRESHOLD_DB = -70.0  # App. C.4: frames below -70 dB are inactive
+GATE_DB = -10.0  # BS.1770-4 relative gate: frames 10 dB below the gated mean do not count
+SILENCE_DB = -70.0  # ours: a source whose gated level is below -70 dBFS is silent (level -inf)
 
 # IEC 61672-1 analog A-weighting: four zeros at 0 Hz, poles (Hz) below; normalised to 0 dB at 1 kHz.
 _A_POLES_HZ = (20.598997, 20.598997, 107.65265, 737.86223, 12194.217, 12194.217)
@@ -160,16 +168,60 @@ def frame_power_db(x: np.ndarray, sr: int, win: int = 2400, hop: int = 1200) -> 
     return power_to_db(frame_power(x, sr, win, hop))
 
 
-def loudness_from_power(power: np.ndarray, threshold_db: float = ACTIVE_THRESHOLD_DB) -> float:
-    """Mean power over frames above threshold_db, in dB; -inf when no frame is active."""
-    active = power_to_db(power) > threshold_db
-    if not active.any():
+def loudness_from_power(power: np.ndarray, gate_db: float = GATE_DB, silence_db: float = SILENCE_DB) -> float:
+    """Level in dB of frame powers with the two-stage relative gate (module doc); -inf when silent."""
+    power = np.asarray(power, dtype=np.float64)
+    if power.size == 0:
         return float("-inf")
-    return float(10.0 * np.log10(power[active].mean()))
+    ratio = 10.0 ** (gate_db / 10.0)
+    mean_all = float(power.mean())
+    if not mean_all > 0.0:
+        return float("-inf")
+    stage1 = power[power > mean_all * ratio]
+    gated = stage1[stage1 > float(stage1.mean()) * ratio]
+    level = 10.0 * math.log10(float(gated.mean())) if gated.size else float("-inf")
+    return level if level >= silence_db else float("-inf")
 
 
 def measure_loudness_db(
-    x: np.ndarray, sr: int, win: int = 2400, hop: int = 1200, threshold_db: float = ACTIVE_THRESHOLD_DB
+    x: np.ndarray,
+    sr: int,
+    win: int = 2400,
+    hop: int = 1200,
+    gate_db: float = GATE_DB,
+    silence_db: float = SILENCE_DB,
 ) -> float:
-    """Loudness used for gains: A-weighted mean power over active frames (dB); -inf for a silent signal."""
-    return loudness_from_power(frame_power(x, sr, win, hop), threshold_db)
+    """Loudness used for gains: A-weighted gated mean frame power (dB, module doc); -inf for a silent signal."""
+    return loudness_from_power(frame_power(x, sr, win, hop), gate_db, silence_db)
+
+
+def source_block_energies(x: np.ndarray, sr: int, win: int = 2400, hop: int = 1200) -> np.ndarray:
+    """Energies of the A-weighted source (filtered from its first sample) in blocks of frame_block(win, hop)
+    samples from sample 0 (float64, read-only): any block-aligned window's frame powers follow from it."""
+    _, e = block_energies(a_weight(x, sr), 0, frame_block(win, hop))
+    e.setflags(write=False)
+    return e
+
+
+def window_loudness_db(
+    energies: np.ndarray,
+    offset: int,
+    n: int,
+    win: int = 2400,
+    hop: int = 1200,
+    gate_db: float = GATE_DB,
+    silence_db: float = SILENCE_DB,
+) -> float:
+    """Loudness of the source samples [offset, offset + n) on a clip grid starting at ``offset``.
+
+    ``energies`` are :func:`source_block_energies` (the window keeps the A-weighting filter's state from the
+    samples before it, as in the file); ``offset`` must be a multiple of the block (spec offsets are). Samples
+    past the end of the source count as silence (as the renderer pads them).
+    """
+    blk = frame_block(win, hop)
+    if offset % blk or offset < 0:
+        raise ValueError(f"window_loudness_db: offset {offset} is not a non-negative multiple of {blk}")
+    j0 = offset // blk
+    e = energies[j0 : j0 + -(-n // blk)]
+    power = frame_power_from_blocks(e, 0, n_frames_for(n, hop), win, hop)
+    return loudness_from_power(power, gate_db, silence_db)

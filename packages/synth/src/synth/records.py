@@ -22,7 +22,7 @@ AUDIO_TEXT_KINDS = ("event", "background", "none")  # every captioned source fil
 # spec sampling (synth.spec), decoding/resampling (synth.audio), mixing, gains, fades, clip guard
 # (synth.render, synth.loudness, synth.source_cache), RMS relabel (synth.relabel), FLAC encoding
 # (synth.flac), tar writing (synth.shards), these records, or the skip policy (synth.shard_fns).
-RENDER_FORMAT_VERSION = 1
+RENDER_FORMAT_VERSION = 2  # 2: issue 9 (mode-first sampling, window levels, relative gate, stereo, ...)
 
 
 def json_record_bytes(obj: Any) -> bytes:

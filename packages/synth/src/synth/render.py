@@ -6,10 +6,18 @@
 - Fades: raised-cosine ramps f[k] = 0.5 - 0.5*cos(pi*(k + 0.5)/L), L = 10 ms (or half the piece when
   shorter), fade-in on the first L samples and its mirror on the last L samples of every piece.
   f[k] + f[L-1-k] = 1, so a piece's fade-out and a butting piece's fade-in sum to unity.
+- Levels (§4.2: events U(6, 30) dB relative to the background): the background gain sets the loudness of
+  the 10-s window actually used (measured from the source's A-weighted block energies, see
+  synth.loudness.window_loudness_db) to ``level_db``; an event without a gain in its spec is measured over
+  the part of its source the pieces cover (the whole file for sources no longer than the clip). The
+  measured values are written into the spec (``loudness_db``, ``gain_db``), so the stored spec says what
+  was measured and re-renders the same bytes. A silent background window gets gain 0 (note
+  ``background_silent``).
 - Relabeling runs on the event's gained track BEFORE clip scaling: labels depend only on the spec (its
-  gains), not on what the other events do to the mix peak, and the -70 dB threshold keeps its meaning
-  relative to the background reference level. If the summed mix would exceed cfg.max_peak, the whole mix
-  is scaled down (labels unchanged; RenderedMixture.clip_scale records the factor).
+  gains), not on what the other events do to the mix peak; the threshold is -70 dBFS on that track by
+  default, or relative to the event's level (RelabelConfig.threshold_ref, see synth.relabel). If the summed
+  mix would exceed cfg.max_peak, the whole mix is scaled down (labels unchanged; RenderedMixture.clip_scale
+  records the factor).
 - Everything is deterministic numpy/scipy arithmetic: the same spec gives the same bytes.
 """
 
@@ -32,11 +40,14 @@ from synth.loudness import (
     measure_loudness_db,
     n_frames_for,
     sosfilt_inplace,
+    source_block_energies,
+    window_loudness_db,
 )
 from synth.relabel import merge_labels_by_text, relabel_frame_power
-from synth.spec import MixtureConfig, MixtureSpec
+from synth.spec import BackgroundSpec, EventSpec, MixtureConfig, MixtureSpec
 
 SourceLoader = Callable[[str], np.ndarray]
+WHOLE_SOURCE_SLACK = 0.1  # s: pieces covering all but this much of a decoded source use all of it
 
 
 @dataclass
@@ -75,17 +86,48 @@ def _samples(t: float, sr: int) -> int:
     return int(round(t * sr))
 
 
-def _gain(
-    gain_db: float | None, level_db: float, source_id: str, x: np.ndarray, loader: SourceLoader, sr: int
-) -> float:
-    """Linear gain from the spec, or from the source loudness measured now when the spec lacks it."""
-    if gain_db is None:
+def event_gain(ev: EventSpec, x: np.ndarray, loader: SourceLoader, sr: int) -> float:
+    """Linear gain of an event: from the spec, or measured now and recorded in ``ev`` (module doc)."""
+    if ev.gain_db is None:
+        a = min(_samples(p[0], sr) for p in ev.pieces)
+        b = max(_samples(p[0], sr) + _samples(p[2], sr) for p in ev.pieces)
         meas = getattr(loader, "loudness_db", None)
-        loud = meas(source_id) if callable(meas) else measure_loudness_db(x, sr)
+        if b - a < len(x) - WHOLE_SOURCE_SLACK * sr:  # a window of a long source: measure what is used
+            loud = measure_loudness_db(x[a:b], sr)
+        else:
+            loud = meas(ev.id) if callable(meas) else measure_loudness_db(x, sr)
         if not math.isfinite(loud):
-            return 0.0  # silent source: contributes nothing (an event then gets dropped by relabel)
-        gain_db = level_db - loud
-    return db_to_gain(gain_db)
+            return 0.0  # silent source: contributes nothing (the event then gets dropped by relabel)
+        ev.loudness_db, ev.gain_db = float(loud), float(ev.level_db - loud)
+    return db_to_gain(ev.gain_db)
+
+
+def background_gain(
+    bg: BackgroundSpec, x: np.ndarray, loader: SourceLoader, cfg: MixtureConfig, notes: Counter
+) -> float:
+    """Linear gain of the background: from the spec, or from the loudness of the window used, measured now
+    and recorded in ``bg``; 0 (note ``background_silent``) for a silent window."""
+    if bg.gain_db is None:
+        sr, n = cfg.sample_rate, cfg.n_samples
+        offset = _samples(bg.offset, sr)
+        if offset % cfg.offset_grid:
+            raise ValueError(
+                f"render_mixture: background {bg.id!r} offset {bg.offset} s is not on the "
+                f"{cfg.offset_grid}-sample grid; give its gain_db in the spec"
+            )
+        blocks = getattr(loader, "block_energy", None)
+        rc = cfg.relabel
+        e = (
+            blocks(bg.id, rc.win, rc.hop)
+            if callable(blocks)
+            else source_block_energies(x, sr, rc.win, rc.hop)
+        )
+        loud = window_loudness_db(e, offset, n, rc.win, rc.hop)
+        if not math.isfinite(loud):
+            notes["background_silent"] += 1
+            return 0.0
+        bg.loudness_db, bg.gain_db = float(loud), float(bg.level_db - loud)
+    return db_to_gain(bg.gain_db)
 
 
 def _slice(x: np.ndarray, start: int, length: int, notes: Counter) -> np.ndarray:
@@ -184,7 +226,8 @@ def render_mixture(
 ) -> RenderedMixture:
     """Mix background + events of a spec, relabel every event (App. C.4), guard against clipping.
 
-    timings: when given, seconds (by `clock`) spent in "load", "mix" and "relabel" are added to it.
+    Gains the spec lacks are measured and written into it (module doc). timings: when given, seconds (by
+    `clock`) spent in "load", "mix" and "relabel" are added to it.
     """
     tick = clock
     t_start = tick()
@@ -206,7 +249,7 @@ def render_mixture(
         t0 = tick()
         x = source_loader(bg.id)
         t_load += tick() - t0
-        g = _gain(bg.gain_db, bg.level_db, bg.id, x, source_loader, sr)
+        g = background_gain(bg, x, source_loader, cfg, notes)
         np.multiply(_slice(x, _samples(bg.offset, sr), n, notes), np.float32(g), out=mix)
 
     labels, dropped = [], 0
@@ -216,7 +259,7 @@ def render_mixture(
         t0 = tick()
         x = source_loader(ev.id)
         t_load += tick() - t0
-        g = _gain(ev.gain_db, ev.level_db, ev.id, x, source_loader, sr)
+        g = event_gain(ev, x, source_loader, sr)
         pieces = [(_samples(a, sr), _samples(b, sr), _samples(c, sr)) for a, b, c in ev.pieces]
         if not pieces or any(d < 0 or d + ln > n or ln <= 0 for _, d, ln in pieces):
             raise ValueError(
@@ -230,7 +273,7 @@ def render_mixture(
         csum = energy_fn(ev.id) if energy_fn is not None and long_piece else None
         j0, energies = event_block_energies(track, span0, pieces, csum, g, sr, tail, n, blk)
         power = frame_power_from_blocks(energies, j0, n_frames, cfg.relabel.win, cfg.relabel.hop)
-        segments = relabel_frame_power(power, sr, n / sr, cfg.relabel)
+        segments = relabel_frame_power(power, sr, n / sr, cfg.relabel, ev.level_db)
         t_relabel += tick() - t0
         if not segments:
             dropped += 1

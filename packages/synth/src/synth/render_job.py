@@ -31,7 +31,8 @@ from synth.progress import ShardProgress
 from synth.records import AUDIO_TEXT_KINDS, CLIP_S, SAMPLE_RATE, audio_text_rows, json_record_bytes
 from synth.render_summary import AUDIO_TEXT_COUNTERS, MIXTURE_COUNTERS, RenderSummary, notes_of, sum_stats
 from synth.shard_fns import SOURCES_NAME, AudioTextShardFn, RenderMixtureShardFn, write_sources
-from synth.spec import MixtureConfig, SourcePool
+from synth.spec import MODES, MixtureConfig, SourcePool
+from synth.split import SplitConfig
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,8 @@ class RenderOptions:
     audio_text_shard_size: int | None = None  # default: shard_size
     measure_loudness: bool = True
     ingest_workers: int = 1  # >1: ingest probes files in a process pool (large corpora)
+    heldout_events: float | int | None = None  # with --corpus: SplitConfig default (10 %) when None
+    heldout_backgrounds: float | int | None = None
     mixture: MixtureConfig = field(default_factory=MixtureConfig)
 
     def __post_init__(self) -> None:
@@ -64,6 +67,24 @@ class RenderOptions:
             raise ValueError(
                 f"--num-mixtures must be >= 0 and --shard-size >= 1 (got {self.num_mixtures}, {self.shard_size})"
             )
+        if self.manifest is not None and (self.heldout_events, self.heldout_backgrounds) != (None, None):
+            raise ValueError(
+                "--heldout-events/--heldout-backgrounds apply to --corpus ingest; a --manifest already has "
+                "its split"
+            )
+        self.split_config()  # validates the amounts
+
+    def split_config(self) -> SplitConfig:
+        """The held-out split of a --corpus ingest (defaults of SplitConfig where not given)."""
+        given = {
+            k: v
+            for k, v in (
+                ("heldout_events", self.heldout_events),
+                ("heldout_backgrounds", self.heldout_backgrounds),
+            )
+            if v is not None
+        }
+        return SplitConfig(**given)
 
 
 def warn_other_code_versions(split_dir: str, complete: Mapping[int, Mapping[str, Any]], version: str) -> None:
@@ -109,6 +130,13 @@ def sources_fingerprint(rows: Sequence[Mapping[str, Any]]) -> str:
 
 def load_sources(opts: RenderOptions) -> tuple[pa.Table, dict[str, int], list[str]]:
     """The manifest table (ingested from ``--corpus`` or read from ``--manifest``) + skip counts/examples."""
+    return load_sources_and_notes(opts)[:3]
+
+
+def load_sources_and_notes(
+    opts: RenderOptions,
+) -> tuple[pa.Table, dict[str, int], list[str], dict[str, int]]:
+    """:func:`load_sources` + ingest notes (files that use one channel because theirs cancel)."""
     from synth.manifest import read_manifest
 
     skipped: Counter = Counter()
@@ -116,12 +144,18 @@ def load_sources(opts: RenderOptions) -> tuple[pa.Table, dict[str, int], list[st
     if opts.corpus is not None:
         from synth.ingest import IngestConfig, ingest_corpus
 
-        cfg = IngestConfig(measure_loudness=opts.measure_loudness, workers=opts.ingest_workers, progress=True)
+        cfg = IngestConfig(
+            measure_loudness=opts.measure_loudness,
+            workers=opts.ingest_workers,
+            progress=True,
+            split=opts.split_config(),
+        )
         result = ingest_corpus(opts.corpus, cfg=cfg)
         for s in result.skipped:
             skipped[s.reason] += 1
             examples.append(f"{s.path}: {s.reason} {s.detail}".rstrip())
-        return result.table, dict(skipped), examples
+        notes = {"downmix_channel_fallback": int(result.counts.get("downmix_channel_fallback", 0))}
+        return result.table, dict(skipped), examples, notes
     table = read_manifest(opts.manifest)
     keep = []
     for i, path in enumerate(table.column("path").to_pylist()):
@@ -132,7 +166,7 @@ def load_sources(opts: RenderOptions) -> tuple[pa.Table, dict[str, int], list[st
             keep.append(i)
     if len(keep) != table.num_rows:
         table = table.take(pa.array(keep, type=pa.int64()))
-    return table, dict(skipped), examples
+    return table, dict(skipped), examples, {}
 
 
 def _split_rows(table: pa.Table, split: str) -> list[dict[str, Any]]:
@@ -184,8 +218,9 @@ def run_render(opts: RenderOptions, beam_args: Sequence[str] = ()) -> RenderSumm
     summary = RenderSummary(
         out=str(opts.out), split=opts.split, runner=runner_name(with_local_defaults(beam_args))
     )
-    table, skipped, examples = load_sources(opts)
+    table, skipped, examples, ingest_notes = load_sources_and_notes(opts)
     summary.files_skipped, summary.skipped_examples = skipped, examples
+    summary.ingest_notes = {k: v for k, v in ingest_notes.items() if v}
     rows = _split_rows(table, opts.split)
     if is_remote_runner(summary.runner):
         _warn_local_paths(summary.runner, str(opts.out), rows)
@@ -193,7 +228,9 @@ def run_render(opts: RenderOptions, beam_args: Sequence[str] = ()) -> RenderSumm
     summary.sources = {k: kinds.get(k, 0) for k in ("event", "background", "none")}
     cfg = opts.mixture
     sources = pa.Table.from_pylist(rows, schema=table.schema) if rows else table.slice(0, 0)  # for workers
-    pool = SourcePool.from_manifest(rows, opts.split)  # fail fast on the driver (no events, ...)
+    pool = SourcePool.from_manifest(  # fail fast on the driver (no events, ...)
+        rows, opts.split, min_background_s=cfg.duration_s, min_event_s=cfg.min_event_s
+    )
     summary.pool_skipped = dict(sorted(pool.skipped.items()))
     if pool.skipped:
         log.warning("source pool %s skipped: %s", opts.split, summary.pool_skipped)
@@ -304,6 +341,8 @@ def run_render(opts: RenderOptions, beam_args: Sequence[str] = ()) -> RenderSumm
     summary.events_dropped_by_relabel = new_stats["events_dropped_by_relabel"]
     summary.mixtures_skipped = new_stats["mixture_skipped_background_failed"]
     summary.mixture_notes = notes_of(new_stats, MIXTURE_COUNTERS)
+    summary.event_modes = {m: int(new_stats.get(f"events_{m}", 0)) for m in MODES}
+    summary.configured_modes = {"split": cfg.split_prob, "repeat": cfg.repeat_prob}
     if opts.audio_text:
         at_side = _complete_sidecars(at_dir, at_fp, n_at, at_size, len(at_rows))
         shards.write_index(at_dir, shards.build_index(at_dir, at_cfg, at_fp, at_side, extra))

@@ -9,7 +9,15 @@ from typing import Any
 
 # Sample-stat keys that are plain counters; every other key of a shard's stats is a note (a reason something
 # was dropped, changed or skipped), reported by reason in index.json totals and the end-of-run summary.
-MIXTURE_COUNTERS = ("mixtures", "events_placed", "events_dropped_by_relabel", "events_labelled")
+MIXTURE_COUNTERS = (
+    "mixtures",
+    "events_placed",
+    "events_dropped_by_relabel",
+    "events_labelled",
+    "events_single",
+    "events_split",
+    "events_repeat",
+)
 AUDIO_TEXT_COUNTERS = ("clips", "cropped", "padded")
 
 
@@ -27,6 +35,8 @@ class RenderSummary:
     events_placed: int = 0
     events_dropped_by_relabel: int = 0
     mixture_notes: dict[str, int] = field(default_factory=dict)  # by reason, mixtures of this run
+    event_modes: dict[str, int] = field(default_factory=dict)  # placed events by mode, this run
+    configured_modes: dict[str, float] = field(default_factory=dict)  # split_prob, repeat_prob
     audio_text_total: int = 0
     audio_text_written: int = 0
     audio_text_shards_written: int = 0
@@ -35,6 +45,7 @@ class RenderSummary:
     sources: dict[str, int] = field(default_factory=dict)
     pool_skipped: dict[str, int] = field(default_factory=dict)  # split rows the source pool left out
     files_skipped: dict[str, int] = field(default_factory=dict)
+    ingest_notes: dict[str, int] = field(default_factory=dict)  # e.g. downmix_channel_fallback
     skipped_examples: list[str] = field(default_factory=list)
     seconds: float = 0.0
     runner: str = ""
@@ -50,8 +61,19 @@ class RenderSummary:
             f"{rate:.2f} mixtures/s overall)",
             f"mixtures skipped (background failed to load): {self.mixtures_skipped}",
             f"events placed:          {self.events_placed} (in the mixtures written this run)",
-            f"events dropped (relabel, no active frames): {self.events_dropped_by_relabel}",
         ]
+        if self.events_placed:
+            shares = ", ".join(
+                f"{m} {100 * self.event_modes.get(m, 0) / self.events_placed:.1f} %"
+                + (
+                    f" (configured {100 * self.configured_modes[m]:g} %)"
+                    if m in self.configured_modes
+                    else ""
+                )
+                for m in ("split", "repeat", "single")
+            )
+            lines.append(f"event modes (realised): {shares}")
+        lines.append(f"events dropped (relabel, no active frames): {self.events_dropped_by_relabel}")
         lines += _by_reason("mixture notes (this run)", self.mixture_notes)
         lines.append(
             f"audio-text clips:       {self.audio_text_written} of {self.audio_text_total} "
@@ -59,6 +81,7 @@ class RenderSummary:
         )
         lines += _by_reason("audio-text notes (this run)", self.audio_text_notes)
         lines += _by_reason("sources left out of the pool", self.pool_skipped)
+        lines += _by_reason("ingest notes", self.ingest_notes) if self.ingest_notes else []
         total_skipped = sum(self.files_skipped.values())
         lines.append(f"files skipped (ingest): {total_skipped}")
         for reason, n in sorted(self.files_skipped.items()):

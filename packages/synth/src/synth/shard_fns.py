@@ -30,7 +30,7 @@ from synth.records import (
 )
 from synth.render import render_mixture
 from synth.source_cache import AudioCache
-from synth.spec import MixtureConfig, MixtureSpec, SourcePool, sample_spec
+from synth.spec import MixtureConfig, MixtureSpec, SourcePool, mode_counts, sample_spec
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,9 @@ class RenderMixtureShardFn(_ShardFn):
 
     def setup(self) -> None:
         rows = read_sources(self.sources_path).to_pylist()  # both builders take rows: convert once
-        self.pool = SourcePool.from_manifest(rows, self.split)
+        self.pool = SourcePool.from_manifest(
+            rows, self.split, min_background_s=self.cfg.duration_s, min_event_s=self.cfg.min_event_s
+        )
         self.cache = AudioCache.from_manifest(rows, max_bytes=self.cache_bytes, sr=self.cfg.sample_rate)
 
     def samples(self, indices: range) -> Any:
@@ -198,7 +200,7 @@ class RenderMixtureShardFn(_ShardFn):
             self.mixtures.inc()
             self.events.inc(placed)
             self.dropped.inc(int(rendered.dropped_events))
-            stats = Counter(spec.notes) + Counter(rendered.notes)
+            stats = Counter(spec.notes) + Counter(rendered.notes) + Counter(mode_counts(spec.events))
             stats.update(
                 {
                     "mixtures": 1,

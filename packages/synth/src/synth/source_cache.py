@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from synth.loudness import a_weight, measure_loudness_db
+from synth.loudness import a_weight, measure_loudness_db, source_block_energies
 
 LoadFn = Callable[[str, int], np.ndarray]
 
@@ -26,7 +26,9 @@ class AudioCache:
     paths: id -> path/URI. Decoded arrays are kept until their total size exceeds max_bytes, then the
     least recently used ones are evicted. `loudness_db(id)` measures once per id (fallback for manifests
     without a loudness_db column). `weighted_energy(id)` is the cumulative A-weighted energy of the source
-    (computed once, evicted with it), which lets render_mixture relabel long pieces without per-sample work.
+    (computed once, evicted with it), which lets render_mixture relabel long pieces without per-sample work;
+    `block_energy(id)` the A-weighted energy per 600-sample block, from which render_mixture measures the
+    loudness of any background window (also evicted with its source).
     """
 
     def __init__(
@@ -45,6 +47,7 @@ class AudioCache:
         self._items: OrderedDict[str, np.ndarray] = OrderedDict()
         self._loudness: dict[str, float] = {}
         self._energy: dict[str, np.ndarray] = {}
+        self._blocks: dict[tuple[str, int, int], np.ndarray] = {}
         self.nbytes = 0
         self.hits = self.misses = self.evictions = 0
         self.decode_s = 0.0
@@ -82,6 +85,8 @@ class AudioCache:
             w = self._energy.pop(old_id, None)
             if w is not None:
                 self.nbytes -= w.nbytes
+            for key in [k for k in self._blocks if k[0] == old_id]:
+                self.nbytes -= self._blocks.pop(key).nbytes
             self.evictions += 1
 
     def weighted_energy(self, source_id: str) -> np.ndarray:
@@ -98,6 +103,17 @@ class AudioCache:
             self.nbytes += c.nbytes
             self._evict()
         return c
+
+    def block_energy(self, source_id: str, win: int = 2400, hop: int = 1200) -> np.ndarray:
+        """synth.loudness.source_block_energies of a source (read-only); computed once, evicted with it."""
+        key = (source_id, win, hop)
+        e = self._blocks.get(key)
+        if e is None:
+            e = source_block_energies(self(source_id), self.sr, win, hop)
+            self._blocks[key] = e
+            self.nbytes += e.nbytes
+            self._evict()
+        return e
 
     def loudness_db(self, source_id: str) -> float:
         if source_id not in self._loudness:

@@ -1,4 +1,4 @@
-"""Deterministic train/held-out split of the source files, per kind (paper §4.2).
+"""Deterministic train/held-out split of the source files, per kind (paper §5.1).
 
 The paper holds out 5k backgrounds and 10k events so that held-out mixtures are built only from held-out
 sources. Here every kind (event, background, none) is split on its own, from ``split_key(id)`` =
@@ -31,10 +31,10 @@ from synth.manifest import KINDS
 
 @dataclass(frozen=True)
 class SplitConfig:
-    """How many files of each kind are held out (§4.2: 10k events, 5k backgrounds; see module doc)."""
+    """How many files of each kind are held out (§5.1: 10k events, 5k backgrounds; see module doc)."""
 
-    heldout_events: float | int = 0.1  # §4.2 holds out 10_000 events; fraction default fits any corpus
-    heldout_backgrounds: float | int = 0.1  # §4.2 holds out 5_000 backgrounds
+    heldout_events: float | int = 0.1  # §5.1 holds out 10_000 events; fraction default fits any corpus
+    heldout_backgrounds: float | int = 0.1  # §5.1 holds out 5_000 backgrounds
     heldout_none: float | int = 0  # files of kind "none" are never mixed; all train by default
     salt: str = "flam-split-v1"
 
@@ -55,6 +55,24 @@ class SplitConfig:
             "background": self.heldout_backgrounds,
             "none": self.heldout_none,
         }[kind]
+
+
+def parse_heldout(text: str) -> float | int:
+    """A held-out amount from the command line: ``"10000"`` is a count, ``"0.1"`` a fraction in [0, 1).
+
+    Raises ValueError naming the value when it is neither (or out of range)."""
+    t = str(text).strip()
+    try:
+        value: float | int = int(t) if t.lstrip("+").isdigit() else float(t)
+    except ValueError:
+        raise ValueError(f"held-out amount {text!r}: give a count (10000) or a fraction (0.1)") from None
+    if not value >= 0:
+        raise ValueError(f"held-out amount {text!r} must be >= 0")
+    if isinstance(value, float) and not value < 1.0:
+        raise ValueError(
+            f"held-out amount {text!r}: a fraction must be below 1 (a count has no point: 10000)"
+        )
+    return value
 
 
 def split_key(file_id: str, salt: str = SplitConfig.salt) -> str:

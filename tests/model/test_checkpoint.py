@@ -1,6 +1,7 @@
 """Checkpoints: exact safetensors round trip, atomic save, named config errors; OpenFLAM / LAION-CLAP importers on
 state dicts with the published key names and shapes written out by hand (not derived from our model), plus their
-known extra keys; named errors for missing / unexpected / mismatched keys."""
+known extra keys; named errors for missing / unexpected / mismatched keys; a damaged weights file (truncated, header
+bytes flipped, data bytes changed, NaN weights) is a ValueError naming it."""
 
 import json
 import math
@@ -86,11 +87,90 @@ def test_from_pretrained_rejects_tampered_file(model, tmp_path):
     del sd["audio_projection.0.bias"]
     sd["extra.weight"] = torch.zeros(1)
     save_file(sd, str(tmp_path / "ck" / "model.safetensors"))
+    with pytest.raises(ValueError, match=r"model\.safetensors is damaged or was changed after saving"):
+        FLAM.from_pretrained(tmp_path / "ck")  # the recorded sha256 no longer matches
+    meta = json.loads((tmp_path / "ck" / "config.json").read_text())
+    del meta["weights_sha256"]  # an edit on purpose: the hash key removed, as the error message says
+    (tmp_path / "ck" / "config.json").write_text(json.dumps(meta))
     with pytest.raises(KeyMismatchError) as e:
         FLAM.from_pretrained(tmp_path / "ck")
     assert e.value.missing == ["audio_projection.0.bias"] and e.value.unexpected == ["extra.weight"]
     with pytest.raises(ValueError, match="not a FLAM checkpoint"):
         FLAM.from_pretrained(tmp_path)
+
+
+def _damage(path: Path, how: str) -> None:
+    """Damage a real saved weights file in place."""
+    raw = bytearray(path.read_bytes())
+    header_len = int.from_bytes(raw[:8], "little")
+    if how == "truncated":
+        path.write_bytes(raw[: len(raw) // 2])
+    elif how == "empty":
+        path.write_bytes(b"")
+    elif how == "header-flip":  # a byte inside the JSON header
+        raw[8 + header_len // 2] ^= 0xFF
+        path.write_bytes(raw)
+    elif how == "header-digit":  # a data offset changed to another digit: still valid JSON and UTF-8
+        text = raw[8 : 8 + header_len].decode()
+        i = text.index('"data_offsets":[') + len('"data_offsets":[')
+        j = i + next(k for k, c in enumerate(text[i:]) if c.isdigit() and c != "0")
+        raw[8 + j] = ord("1" if text[j] != "1" else "2")
+        path.write_bytes(raw)
+    elif how == "data-flip":  # one byte of tensor data: parses fine, only the hash can tell
+        raw[8 + header_len + (len(raw) - 8 - header_len) // 2] ^= 0x01
+        path.write_bytes(raw)
+    else:
+        raise AssertionError(how)
+
+
+@pytest.fixture(scope="module")
+def saved(model, tmp_path_factory):
+    """One saved checkpoint; each test damages its own copy."""
+    ck = tmp_path_factory.mktemp("saved") / "ck"
+    model.save_pretrained(ck)
+    return ck
+
+
+@pytest.mark.parametrize("how", ["truncated", "empty", "header-flip", "header-digit", "data-flip"])
+def test_damaged_weights_file_is_a_value_error_naming_it(model, saved, tmp_path, how):
+    ck = tmp_path / "ck"
+    shutil.copytree(saved, ck)
+    weights = ck / "model.safetensors"
+    _damage(weights, how)
+    with pytest.raises(ValueError, match="damaged or was changed after saving") as e:
+        FLAM.from_pretrained(ck)
+    assert str(weights) in str(e.value)
+    meta = json.loads((ck / "config.json").read_text())
+    del meta["weights_sha256"]  # without the hash, the parser and the value check still name the file
+    (ck / "config.json").write_text(json.dumps(meta))
+    if how == "data-flip":  # a flipped low bit of one weight: without the hash it loads, one tensor changed
+        back, want = FLAM.from_pretrained(ck).state_dict(), model.state_dict()
+        assert sum(not torch.equal(back[k], want[k]) for k in want) == 1
+        return
+    with pytest.raises(ValueError) as e:
+        FLAM.from_pretrained(ck)
+    assert str(weights) in str(e.value) and "not a readable safetensors file" in str(e.value)
+
+
+def test_non_finite_weights_and_bad_hash_key_are_named(saved, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    ck = tmp_path / "ck"
+    shutil.copytree(saved, ck)
+    sd = load_file(str(ck / "model.safetensors"))
+    sd["audio_projection.0.bias"][3] = float("nan")
+    save_file(sd, str(ck / "model.safetensors"))
+    meta = json.loads((ck / "config.json").read_text())
+    meta["weights_sha256"] = "not-a-hash"
+    (ck / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"config\.json: 'weights_sha256' must be 64 lower-case hex digits"):
+        FLAM.from_pretrained(ck)
+    del meta["weights_sha256"]
+    (ck / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(
+        ValueError, match=r"model\.safetensors holds NaN or Inf in 1 tensor\(s\): audio_projection\.0\.bias"
+    ):
+        FLAM.from_pretrained(ck)
 
 
 def test_openflam_import_maps_every_key(model, tmp_path, capsys):

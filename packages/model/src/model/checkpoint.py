@@ -1,5 +1,10 @@
 """Checkpoints: safetensors + config.json, and importers for LAION-CLAP `.pt` and OpenFLAM `.pth` files.
 
+`config.json` records the sha256 of `model.safetensors` (`weights_sha256`); loading checks it, so a damaged,
+truncated or swapped weights file is a ValueError naming the file, as is one safetensors cannot parse or one
+holding NaN/Inf weights. A checkpoint without the key (written before it existed, or edited on purpose with the
+key removed) loads without the hash check.
+
 Foreign files load with `torch.load(weights_only=True)`. Every key is accounted for: a model key missing from
 the file, an unknown file key, or a shape mismatch raises `KeyMismatchError` listing the names; the only keys
 dropped are the explicit allow-lists below, and the deterministic buffers among them (DFT kernels, mel
@@ -8,6 +13,7 @@ filterbank, Swin relative-position index and shifted-window masks) are checked a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -33,6 +39,7 @@ WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 TEXT_DIR = "text_encoder"
 FORMAT_VERSION = 1
+HASH_KEY = "weights_sha256"  # config.json: sha256 of model.safetensors, checked on load
 
 OPENFLAM_LICENSE_NOTICE = (
     "NOTICE: the released OpenFLAM weights (open_flam_oct17.pth) are distributed under a NON-COMMERCIAL licence; "
@@ -84,9 +91,52 @@ def _write_checkpoint(model: FLAM, out: Path) -> None:
     model.text_branch.config.save_pretrained(str(text_dir))
     model.tokenizer.save_pretrained(str(text_dir))
     cfg = replace(model.config, text=replace(model.config.text, path=TEXT_DIR))
-    (out / CONFIG_NAME).write_text(
-        json.dumps({"format_version": FORMAT_VERSION, "flam": cfg.to_dict()}, indent=2)
-    )
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "flam": cfg.to_dict(),
+        HASH_KEY: file_sha256(out / WEIGHTS_NAME),
+    }
+    (out / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
+
+
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _finite(v: torch.Tensor) -> bool:
+    """All elements finite; the sum (NaN/Inf propagate) is the fast path, the element check decides overflow."""
+    return bool(torch.isfinite(v.sum())) or bool(torch.isfinite(v).all())
+
+
+def read_weights(path: Path, map_location: str = "cpu", sha256: str | None = None) -> dict[str, torch.Tensor]:
+    """model.safetensors → state dict; any damage is a ValueError naming `path`: a sha256 other than the recorded
+    one, a file safetensors cannot parse (truncated, corrupt header), or NaN/Inf in a floating-point tensor."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if sha256 is not None:
+        try:
+            got = file_sha256(path)
+        except OSError as e:
+            raise ValueError(f"{path} cannot be read: {e}") from e
+        if got != sha256:
+            raise ValueError(
+                f"{path} is damaged or was changed after saving: its sha256 {got[:16]}… is not the "
+                f"{sha256[:16]}… recorded in {path.parent / CONFIG_NAME} ('{HASH_KEY}'); if you changed it on "
+                "purpose, delete that key"
+            )
+    try:
+        state = load_file(str(path), device=map_location)
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{path} is not a readable safetensors file (truncated or corrupt?): {e}") from e
+    bad = [k for k, v in state.items() if v.is_floating_point() and not _finite(v)]
+    if bad:
+        raise ValueError(
+            f"{path} holds NaN or Inf in {len(bad)} tensor(s): {', '.join(bad[:10])}"
+            + (" …" if len(bad) > 10 else "")
+        )
+    return state
 
 
 def _sibling(out: Path, tag: str) -> Path:
@@ -136,9 +186,8 @@ def save_pretrained(model: FLAM, out_dir: str | os.PathLike) -> None:
 
 
 def load_pretrained(ckpt_dir: str | os.PathLike, map_location: str = "cpu") -> FLAM:
-    """Inverse of `save_pretrained` (strict: any key difference raises KeyMismatchError)."""
-    from safetensors.torch import load_file
-
+    """Inverse of `save_pretrained` (strict: any key difference raises KeyMismatchError; a damaged weights file
+    raises ValueError naming it, see `read_weights`)."""
     d = Path(ckpt_dir)
     if not (d / CONFIG_NAME).is_file() or not (d / WEIGHTS_NAME).is_file():
         raise ValueError(f"{d} is not a FLAM checkpoint (needs {CONFIG_NAME} and {WEIGHTS_NAME})")
@@ -148,13 +197,19 @@ def load_pretrained(ckpt_dir: str | os.PathLike, map_location: str = "cpu") -> F
         raise ValueError(f"{d / CONFIG_NAME} is not valid JSON ({e})") from e
     if not isinstance(meta, dict) or "flam" not in meta:
         raise ValueError(f"{d / CONFIG_NAME} has no 'flam' section")
+    sha256 = meta.get(HASH_KEY)
+    if sha256 is not None and not (isinstance(sha256, str) and re.fullmatch(r"[0-9a-f]{64}", sha256)):
+        raise ValueError(
+            f"{d / CONFIG_NAME}: '{HASH_KEY}' must be 64 lower-case hex digits, got {sha256!r:.80}"
+        )
     cfg = FLAMConfig.from_dict(meta["flam"], source=str(d / CONFIG_NAME))
     text_path = Path(cfg.text.path)
     if not text_path.is_absolute():
         text_path = d / text_path
     cfg = replace(cfg, text=replace(cfg.text, path=str(text_path)))
     model = FLAM(cfg, load_text_model(text_path, cfg.text.pooling, weights=False), load_tokenizer(text_path))
-    load_checked(model, load_file(str(d / WEIGHTS_NAME), device=map_location), source=str(d / WEIGHTS_NAME))
+    state = read_weights(d / WEIGHTS_NAME, map_location, sha256)
+    load_checked(model, state, source=str(d / WEIGHTS_NAME))
     return model.eval()
 
 

@@ -7,6 +7,12 @@ The server runs in its own process (so it does not share the client's GIL). For 
 requests/s through CaptionClient alone, then files/s through LLMCaptioner with the JSONL cache (fsync per
 entry) and the validation path, then a re-run served from the cache. Overhead per file = wall time minus
 the ideal time files·latency/concurrency, divided by files.
+
+    uv run --no-sync python benchmarks/caption_client.py --ingest-corpus ../shared/corpus/dev --ingest-files 100
+
+With --ingest-corpus the script instead times caption.py's ingest check per file (`synth.ingest.try_probe_row`
+with the renderer's settings: whole decode + 48 kHz resample + loudness) against the header + first/last
+4096 frames probe it replaced, on the first N files of the corpus.
 """
 
 from __future__ import annotations
@@ -65,13 +71,36 @@ async def run_captioner(cfg: ClientConfig, inps: list[CaptionInput], cache_dir: 
     return dt, dict(cap.all_counts())
 
 
+def time_ingest(corpus: str, n: int) -> None:
+    """Seconds per file of the two ingest checks on the first n metadata rows of `corpus`."""
+    import csv
+    import os
+
+    from synth.ingest import IngestConfig, try_probe_row
+
+    with open(os.path.join(corpus, "metadata.csv"), newline="") as fh:
+        rows = [r for _, r in zip(range(n), csv.DictReader(fh), strict=False)]
+    audio_s = sum(float(r.get("duration_s") or 0) for r in rows)
+    for name, cfg in (("header+head/tail", IngestConfig()), ("whole decode (caption.py)", IngestConfig(measure_loudness=True))):  # fmt: skip
+        t = time.perf_counter()
+        skipped = sum(try_probe_row(r, corpus, cfg)[0] is None for r in rows)
+        dt = time.perf_counter() - t
+        print(f"{name:<28} {len(rows)} files ({audio_s:.0f} s of audio): {dt:.2f} s, "
+              f"{1000 * dt / len(rows):.1f} ms/file, skipped {skipped}")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--files", type=int, default=300)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--latency-s", type=float, nargs="+", default=[0.0, 0.05])
     ap.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+    ap.add_argument("--ingest-corpus", help="time the ingest check on this corpus instead of the client")
+    ap.add_argument("--ingest-files", type=int, default=100)
     args = ap.parse_args()
+    if args.ingest_corpus:
+        time_ingest(args.ingest_corpus, args.ingest_files)
+        return
     rows = []
     for lat in args.latency_s:
         proc, url = start_server(lat)

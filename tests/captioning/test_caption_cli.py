@@ -62,6 +62,8 @@ def _one_error_line(capsys_or_fd):
         (["--model", ""], "--model must be a non-empty"),
         (["--captions-per-file", "0"], "--captions-per-file must be an integer >= 1"),
         (["--max-attempts", "0"], "--max-attempts must be an integer >= 1"),
+        (["--max-concurrency", "0"], "--max-concurrency must be an integer >= 1"),
+        (["--cache-flush-every", "0"], "--cache-flush-every must be >= 1"),
         (["--batch-size", "0"], "--batch-size must be >= 1"),
         (["--max-fallback-share", "1.5"], "--max-fallback-share must be a share in [0, 1]"),
         (["--max-fallback-share", "nan"], "--max-fallback-share must be a share in [0, 1]"),
@@ -122,6 +124,16 @@ def test_cache_is_a_file(caption_cli, sound_corpus, tmp_path, capsys):
     out = tmp_path / "o" / "manifest.parquet"
     line = _run_to_location_error(caption_cli, sound_corpus, tmp_path, capsys, out, ["--cache", str(cache)])
     assert line.startswith("caption: error: --cache") and "is a file, not a folder" in line
+
+
+def test_existing_read_only_out_file(caption_cli, sound_corpus, tmp_path, capsys):
+    out = tmp_path / "manifest.parquet"
+    out.write_bytes(b"an earlier manifest")
+    out.chmod(stat.S_IRUSR)
+    if os.access(out, os.W_OK):
+        pytest.skip("running as a user (root) for whom a read-only file is writable")
+    line = _run_to_location_error(caption_cli, sound_corpus, tmp_path, capsys, out)
+    assert "--out" in line and "the existing file is read-only" in line
 
 
 @contextlib.contextmanager

@@ -345,3 +345,23 @@ def test_endpoint_error_never_shows_credentials():
     with pytest.raises(ValueError) as err:
         ClientConfig(endpoint="notaurl://user:sk-secret-1@host")
     assert "sk-secret-1" not in str(err.value)
+
+
+def test_any_other_library_error_on_a_reply_is_counted_and_retried(monkeypatch, caplog):
+    """The safety net: an error no rule above names (here a TypeError from reading the body) is counted as
+    unexpected_error, logged with its type, retried, and never raised out of the client."""
+    with FakeChatServer() as srv:
+        client = CaptionClient(_cfg(srv, max_attempts=2))
+        real = client._read_body
+        calls = []
+
+        async def flaky(messages, n):
+            calls.append(1)
+            if len(calls) == 1:
+                raise TypeError("a library bug on an odd body")
+            return await real(messages, n)
+
+        monkeypatch.setattr(client, "_read_body", flaky)
+        (out,) = _run(client, [_inp("x.wav")])
+    assert out.captions and out.attempts == 2 and client.counts["failed_unexpected_error"] == 1
+    assert "TypeError" in caplog.text

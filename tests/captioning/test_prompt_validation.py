@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from captioning.client import redact_url
-from captioning.parse import CaptionParseError, parse_captions
+from captioning.parse import CaptionParseError, MalformedReplyError, completion_content, parse_captions
 from captioning.prompt import (
     PROMPT_VERSION,
     SYSTEM_PROMPT,
@@ -143,6 +143,35 @@ def test_parse_defensive(text, expected):
 def test_parse_errors(text):
     with pytest.raises(CaptionParseError):
         parse_captions(text)
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (b"this is not json {", "not_json"),
+        (b"<html><body>502 Bad Gateway</body></html>", "not_json"),
+        (b"\xff\xfe not utf-8", "not_json"),
+        (b"[1, 2]", "not_a_completion"),
+        (b'"hi"', "not_a_completion"),
+        (b'{"id": "x"}', "no_choices"),
+        (b'{"choices": []}', "no_choices"),
+        (b'{"choices": "x"}', "no_choices"),
+        (b'{"choices": ["x"]}', "no_message"),
+        (b'{"choices": [{"message": null}]}', "no_message"),
+        (b'{"choices": [{"message": {"content": 42}}]}', "content_type"),
+        (b'{"choices": ' + b"[" * 5000 + b"]" * 5000 + b"}", "too_deep"),
+    ],
+)
+def test_completion_content_names_what_is_wrong(body, why):
+    with pytest.raises(MalformedReplyError) as err:
+        completion_content(body)
+    assert err.value.reason == why
+
+
+def test_completion_content_of_a_completion():
+    body = json.dumps({"choices": [{"message": {"role": "assistant", "content": "x"}}]}).encode()
+    assert completion_content(body) == "x"
+    assert completion_content(b'{"choices": [{"message": {"content": null}}]}') is None
 
 
 @pytest.mark.parametrize(

@@ -259,5 +259,5 @@ def test_caption_and_renderer_ingest_refuse_the_same_files(caption_cli, sound_co
         ("inf_mid.wav", "decode_error"),
         ("nan_mid.wav", "decode_error"),
     ]
-    table, skips, _ = load_sources(RenderOptions(out=str(tmp_path / "r"), corpus=str(corpus)))
+    table, skips = load_sources(RenderOptions(out=str(tmp_path / "r"), corpus=str(corpus)))[:2]
     assert table.column("filename").to_pylist() == kept and skips == {"decode_error": 2}

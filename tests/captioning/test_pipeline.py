@@ -94,7 +94,7 @@ def test_template_captioner_pipeline(caption_cli, sound_corpus, tmp_path):
     from synth.render_job import RenderOptions, load_sources
     from synth.spec import SourcePool
 
-    loaded, skips, _ = load_sources(RenderOptions(out=str(tmp_path / "r"), manifest=str(out)))
+    loaded, skips = load_sources(RenderOptions(out=str(tmp_path / "r"), manifest=str(out)))[:2]
     assert loaded.num_rows == 30 and not skips
     SourcePool.from_manifest(loaded, "train")
 

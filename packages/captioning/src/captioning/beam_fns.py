@@ -23,7 +23,7 @@ from captioning.cache import CaptionCache
 from captioning.captioner import LLMCaptioner, TemplateCaptioner
 from captioning.client import API_KEY_ENV_VARS, ClientConfig, api_key_from_env
 from captioning.prompt import CaptionInput
-from synth.ingest import IngestConfig, try_probe_row
+from synth.ingest import DOWNMIX_KEY, IngestConfig, try_probe_row
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +138,8 @@ def probe_or_skip(row: dict, corpus: str, cfg: IngestConfig) -> dict | beam.pval
         log.warning("ingest: skipping %s (%s): %s", bad.path, bad.reason, bad.detail)
         return beam.pvalue.TaggedOutput("skipped", bad.as_dict())
     Metrics.counter("ingest", "ingested").inc()
+    if good.get(DOWNMIX_KEY) is not None:  # channels cancel in the mean: one channel is used (synth.audio)
+        Metrics.counter("ingest", "downmix_channel_fallback").inc()
     return good
 
 

@@ -189,6 +189,9 @@ def test_fallback_share_over_the_limit_exits_1_after_writing_and_a_rerun_finishe
     script = {n: ["503", "503"] for n in down}
     script[names[7]] = ["html", "ok"]  # one bad reply, then a good one
     script[names[8]] = ["deep_caption", "deep_caption"]  # a bad answer: a cached fallback
+    script[names[9]] = ["deep_body", "ok"]  # more bad replies, each followed by a good one
+    script[names[10]] = ["control", "ok"]
+    script[names[11]] = ["injection", "ok"]
     out = tmp_path / "out" / "manifest.parquet"
     with FakeChatServer(script=script) as srv:
         args = ["--corpus", str(sound_corpus), "--metadata", str(meta), "--out", str(out), "--captioner", "vllm",
@@ -205,7 +208,8 @@ def test_fallback_share_over_the_limit_exits_1_after_writing_and_a_rerun_finishe
         )
         s = json.loads(out.with_name("manifest.summary.json").read_text())
         assert s["fallback_share"] == pytest.approx(8 / 12) and s["max_fallback_share"] == 0.5
-        assert s["counts"]["failed_malformed_reply"] == 1
+        assert s["counts"]["failed_malformed_reply"] == 2 and s["counts"]["failed_unsafe_reply"] == 2
+        assert s["counts"]["failed_malformed_json"] == 2 and s["counts"]["failed_http_503"] == 14
 
         # the server is healthy again (its script is used up): the re-run asks only the 7 failed files
         before = len(srv.log.requests)

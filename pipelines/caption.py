@@ -33,6 +33,7 @@ from typing import Any
 log = logging.getLogger("caption")
 
 WORKER_PACKAGES = ("flam-synth", "flam-captioning")  # dependencies first: Beam installs them in order
+ERROR_PREFIX = "caption: error:"  # every error line of this command starts with it
 # ClientConfig field -> the flag that sets it (config errors name the flag)
 _FLAG_OF = {
     "endpoint": "--endpoint",
@@ -49,7 +50,7 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse whose errors are one line on stderr (no usage block) and exit code 2."""
 
     def error(self, message: str) -> typing.NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(2, f"{ERROR_PREFIX} {message} (see --help)\n")
 
 
 @dataclass
@@ -63,7 +64,7 @@ class CaptionJob:
     batch_size: int = 64
     max_fallback_share: float = 0.5
     wheel_dir: str | None = None
-    settings: Any = None  # captioning.beam_fns.CaptionSettings
+    settings: Any = None  # captioning.settings.CaptionSettings
     beam_args: list[str] = field(default_factory=list)
 
     @property
@@ -82,9 +83,9 @@ def _default_cache(out: str) -> str:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> CaptionJob:
-    from captioning.beam_fns import CaptionSettings
     from captioning.client import API_KEY_ENV_VARS, STRUCTURED_MODES, ClientConfig
     from captioning.prompt import SYSTEM_PROMPT_LAYOUTS, PromptConfig
+    from captioning.settings import CaptionSettings
     from synth.beam_support import parse_cli, setup_logging
 
     d = ClientConfig()
@@ -271,8 +272,8 @@ def ingest_config(job: CaptionJob) -> Any:
 def check_locations(job: CaptionJob) -> None:
     """Every output and the cache folder can be written; raises captioning.locations.LocationError (before
     any work: a run must not caption everything and then fail on its final write)."""
-    from captioning.beam_fns import skipped_path, summary_path
     from captioning.locations import check_folder, check_output_file
+    from captioning.settings import skipped_path, summary_path
 
     check_output_file(job.out, "--out")
     for path in (summary_path(job.out), skipped_path(job.out)):
@@ -292,15 +293,10 @@ def run(job: CaptionJob) -> dict:
     import apache_beam as beam
     from apache_beam.io.filesystems import FileSystems
 
-    from captioning.beam_fns import (
-        CaptionBatchDoFn,
-        metrics_counts,
-        probe_or_skip,
-        summary_path,
-        write_outputs,
-    )
+    from captioning.beam_fns import CaptionBatchDoFn, metrics_counts, probe_or_skip, write_outputs
     from captioning.captioner import format_summary
     from captioning.client import redact_url
+    from captioning.settings import summary_path
     from synth.beam_support import pipeline_options
     from synth.manifest import manifest_rows, read_manifest
 
@@ -403,11 +399,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_locations(job)
         summary = run(job)
     except (MetadataError, ManifestError, LLMConfigError, ValueError) as exc:
-        print(f"caption: error: {exc}", file=sys.stderr)
+        print(f"{ERROR_PREFIX} {exc}", file=sys.stderr)
         return 2
     message = too_many_fallbacks(job, summary)
     if message:
-        print(f"caption: error: {message}", file=sys.stderr)
+        print(f"{ERROR_PREFIX} {message}", file=sys.stderr)
         return 1
     return 0
 

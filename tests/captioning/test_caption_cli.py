@@ -9,6 +9,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -81,6 +82,26 @@ def test_invalid_arguments_exit_2_with_one_line(caption_cli, tmp_path, capsys, f
     line = _one_error_line(capsys)
     assert message in line and "Traceback" not in line
     assert not out.parent.exists()  # nothing was started
+
+
+def test_the_command_itself_prints_one_line(repo_root, tmp_path):
+    """As a user runs it (a fresh process: nothing imported yet may log to stderr either)."""
+    folder = tmp_path / "manifest.parquet"
+    folder.mkdir()
+    script = str(repo_root / "pipelines" / "caption.py")
+    for flags, message in (
+        (
+            ["--out", str(tmp_path / "o.parquet"), "--endpoint", "notaurl"],
+            "--endpoint must be an http(s) URL",
+        ),
+        (["--out", str(folder)], "is a folder"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, script, "--corpus", str(tmp_path), *flags], capture_output=True, text=True, timeout=120
+        )  # fmt: skip
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+        assert lines[0].startswith("caption: error: ") and message in lines[0]
 
 
 # ---- output and cache locations: checked before any work

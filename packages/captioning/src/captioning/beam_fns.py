@@ -14,37 +14,20 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from captioning.cache import CaptionCache
 from captioning.captioner import LLMCaptioner, TemplateCaptioner
-from captioning.client import API_KEY_ENV_VARS, ClientConfig, api_key_from_env
+from captioning.client import api_key_from_env
 from captioning.prompt import CaptionInput
+from captioning.settings import CaptionSettings, skipped_path
 from synth.ingest import DOWNMIX_KEY, IngestConfig, try_probe_row
 
 log = logging.getLogger(__name__)
 
 METRICS_NAMESPACE = "captioning"
-CAPTIONERS = ("template", "vllm")
-
-
-@dataclass(frozen=True)
-class CaptionSettings:
-    """Everything a worker needs to caption (picklable; holds env var names, never the key itself)."""
-
-    captioner: str = "template"  # template | vllm
-    client: ClientConfig = field(default_factory=ClientConfig)
-    cache: str | None = None  # cache folder (local path or URI); None: no cache
-    cache_flush_every: int | None = None  # entries per cache write; None: 1 local, 64 remote (cache.py)
-    retry_cached_failures: bool = False
-    api_key_env: tuple[str, ...] = API_KEY_ENV_VARS
-
-    def __post_init__(self) -> None:
-        if self.captioner not in CAPTIONERS:
-            raise ValueError(f"captioner must be one of {CAPTIONERS}, got {self.captioner!r}")
 
 
 class CaptionBatchDoFn(beam.DoFn):
@@ -117,17 +100,6 @@ class CaptionBatchDoFn(beam.DoFn):
                 self._loop.run_until_complete(self._captioner.aclose())
             self._loop.close()
             self._loop = None
-
-
-def summary_path(out: str) -> str:
-    """Where the run summary goes: beside the manifest, <stem>.summary.json (skips: <stem>.skipped.jsonl)."""
-    base = out[: -len(".parquet")] if out.endswith(".parquet") else out
-    return base + ".summary.json"
-
-
-def skipped_path(out: str) -> str:
-    """Where the skipped-files list goes: beside the manifest, <stem>.skipped.jsonl."""
-    return summary_path(out).removesuffix(".summary.json") + ".skipped.jsonl"
 
 
 def probe_or_skip(row: dict, corpus: str, cfg: IngestConfig) -> dict | beam.pvalue.TaggedOutput:

@@ -1,7 +1,7 @@
 """Checkpoints: exact safetensors round trip, atomic save, named config errors; OpenFLAM / LAION-CLAP importers on
 state dicts with the published key names and shapes written out by hand (not derived from our model), plus their
-known extra keys; named errors for missing / unexpected / mismatched keys; a damaged weights file (truncated, header
-bytes flipped, data bytes changed, NaN weights) is a ValueError naming it."""
+known extra keys; named errors for missing / unexpected / mismatched keys; a damaged weights file (truncated,
+header bytes flipped, data bytes changed, NaN weights) is a ValueError naming it."""
 
 import json
 import math
@@ -269,8 +269,8 @@ def test_convert_cli(model, tmp_path, capsys):
 
 
 # ------------------------------------------------------------------ published key names, written out by hand
-# Built from the published architectures (OPENFLAM_COMPAT.md "Checkpoint format", issue #4), never from our
-# model, so a naming or shape drift in our modules fails these tests.
+# Built from the published architectures (docs/design.md "Running the released OpenFLAM weights"), never from
+# our model, so a naming or shape drift in our modules fails these tests.
 HTSAT_BASE = dict(embed=128, depths=(2, 2, 12, 2), heads=(4, 8, 16, 32))  # OpenFLAM audio encoder
 HTSAT_TINY = dict(embed=96, depths=(2, 2, 6, 2), heads=(4, 8, 16, 32))  # LAION-CLAP 630k-audioset-best
 ROBERTA_BASE = dict(  # roberta-base config.json (the fields that fix the state dict)
@@ -278,7 +278,7 @@ ROBERTA_BASE = dict(  # roberta-base config.json (the fields that fix the state 
     intermediate_size=3072, max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5,
     pad_token_id=1, bos_token_id=0, eos_token_id=2, hidden_act="gelu",
 )  # fmt: skip
-# OPENFLAM_COMPAT.md: the shifted blocks of HTSAT-base that carry an attn_mask (none in layer 3)
+# docs/design.md: the shifted blocks of HTSAT-base that carry an attn_mask (none in layer 3)
 BASE_SHIFTED = ["layers.0.blocks.1", "layers.1.blocks.1"] + [
     f"layers.2.blocks.{j}" for j in (1, 3, 5, 7, 9, 11)
 ]
@@ -464,7 +464,7 @@ def own_layout(audio_preset, text_dir):
 
 def test_published_openflam_layout_is_the_released_one():
     layout = published_openflam(HTSAT_BASE, ROBERTA_BASE)
-    assert len(layout) == 500  # OPENFLAM_COMPAT.md: 500 tensors (transformers 4.56.1)
+    assert len(layout) == 500  # docs/design.md: 500 tensors (current transformers)
     masks = sorted(
         k.removeprefix("audio_branch.").removesuffix(".attn_mask") for k in layout if "attn_mask" in k
     )

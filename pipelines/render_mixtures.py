@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from synth.beam_support import parse_cli, setup_logging
-from synth.render_job import RenderOptions, run_render
+from synth.render_job import RenderOptions, RenderStopped, run_render
 from synth.shards import ShardConfigError
 from synth.spec import MixtureConfig
 from synth.split import parse_heldout
@@ -63,6 +63,16 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[RenderOptions, list[s
     )
     p.add_argument("--ingest-workers", type=int, default=1, help="with --corpus: processes probing files")
     p.add_argument(
+        "--allow-outside-corpus",
+        action="store_true",
+        help="with --corpus: accept metadata paths outside the corpus folder (else skipped, counted)",
+    )
+    p.add_argument(
+        "--no-verify-shards",
+        action="store_true",
+        help="on resume, trust a complete shard's size and sidecar without re-reading its sha256",
+    )
+    p.add_argument(
         "--heldout-events",
         type=_heldout,
         default=None,
@@ -95,6 +105,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[RenderOptions, list[s
             ingest_workers=args.ingest_workers,
             heldout_events=args.heldout_events,
             heldout_backgrounds=args.heldout_backgrounds,
+            allow_outside_corpus=args.allow_outside_corpus,
+            verify_shards=not args.no_verify_shards,
             mixture=MixtureConfig(),
         )
     except ValueError as e:
@@ -103,12 +115,17 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[RenderOptions, list[s
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Exit status: 0 done; 2 bad input (arguments, --out, manifest, metadata, a folder made with other
+    settings), before any rendering; 3 stopped midway by an I/O error (disk full, ...): re-run to resume."""
     opts, beam_args = parse_args(argv)
     try:
         summary = run_render(opts, beam_args)
-    except (ShardConfigError, ValueError) as e:  # bad input: folder/config mismatch, manifest, metadata, pool
+    except (ShardConfigError, ValueError) as e:  # bad input: --out, folder/config mismatch, manifest, pool
         logging.getLogger("render_mixtures").error("%s", e)
         return 2
+    except RenderStopped as e:
+        logging.getLogger("render_mixtures").error("%s", e)
+        return 3
     print(summary.format())
     return 0
 

@@ -8,6 +8,7 @@ import json
 import math
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -307,6 +308,36 @@ def test_dedupe_rows_ids_first_kept_and_skips(tmp_path):
         ("", "bad_metadata"),
     ]
     assert "b/dog.wav" in skipped[0].detail and "id" not in rows[0]  # inputs are not modified
+
+
+def test_same_file_by_two_paths_and_paths_outside_the_corpus(tmp_path):
+    """One file reached as ``../corpus/a/x.wav``, by its absolute path and through a symlink is ingested
+    once (``duplicate_path``); a file outside the corpus folder is refused unless allowed."""
+    corpus, outside = tmp_path / "corpus", tmp_path / "elsewhere"
+    (corpus / "a").mkdir(parents=True)
+    outside.mkdir()
+    tone = 0.2 * np.sin(2 * np.pi * 440 * np.arange(12000) / 48000)
+    sf.write(corpus / "a" / "x.wav", tone, 48000)
+    sf.write(outside / "y.wav", tone, 48000)
+    (corpus / "a" / "link.wav").symlink_to(corpus / "a" / "x.wav")
+    rows = [  # distinct ids, as metadata from several sources would give them
+        {"id": "x1", "path": "a/x.wav"},
+        {"id": "x2", "path": "../corpus/a/x.wav"},  # the same file, lexically inside
+        {"id": "x3", "path": str(corpus / "a" / "x.wav")},  # the same file, absolute
+        {"id": "x4", "path": "a/link.wav"},  # the same file through a symlink
+        {"id": "y1", "path": "../elsewhere/y.wav"},
+        {"id": "y2", "path": str(outside / "y.wav")},
+    ]
+    r = ingest_corpus(corpus, rows)
+    assert [row["path"] for row in r.table.to_pylist()] == [str(corpus / "a" / "x.wav")]
+    assert Counter(s.reason for s in r.skipped) == {"duplicate_path": 3, "outside_corpus": 2}
+    assert "allow" in next(s.detail for s in r.skipped if s.reason == "outside_corpus")
+    allowed = ingest_corpus(corpus, rows, IngestConfig(allow_outside_corpus=True))
+    assert sorted(row["path"] for row in allowed.table.to_pylist()) == [
+        str(corpus / "a" / "x.wav"),
+        str(outside / "y.wav"),
+    ]
+    assert Counter(s.reason for s in allowed.skipped) == {"duplicate_path": 4}
 
 
 def test_metadata_rows_sources_and_skipped_as_dict(small_corpus):

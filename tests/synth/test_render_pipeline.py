@@ -281,6 +281,28 @@ def test_resume_redoes_only_damaged_shards(clean_run, demo_manifest, tmp_path):
     assert _digests(tmp_path) == _digests(out)
 
 
+def test_resume_verifies_the_sha256_of_complete_shards(clean_run, demo_manifest, tmp_path, caplog):
+    """A shard damaged without changing its size (one byte flipped in the middle of a FLAC) is not taken as
+    complete: its sha256 no longer matches the sidecar, so it is rendered again, byte-identical."""
+    out, _ = clean_run
+    shutil.copytree(out, tmp_path, dirs_exist_ok=True)
+    mix = tmp_path / "mixtures" / "train"
+    tar = mix / "shard-000001.tar"
+    size = tar.stat().st_size
+    with open(tar, "r+b") as f:
+        f.seek(size // 2)
+        byte = f.read(1)
+        f.seek(size // 2)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    assert tar.stat().st_size == size
+    (mix / "index.json").unlink()
+    with caplog.at_level("WARNING"):
+        summary = run_render(_opts(tmp_path, demo_manifest), ONE_WORKER)
+    assert (summary.mixture_shards_skipped, summary.mixture_shards_written) == (2, 1)
+    assert "shard-000001.tar: sha256 differs from its sidecar" in caplog.text
+    assert _digests(tmp_path) == _digests(out)
+
+
 def test_rerun_with_other_arguments_is_a_clear_error(clean_run, demo_manifest, tmp_path):
     out, _ = clean_run
     shutil.copytree(out, tmp_path, dirs_exist_ok=True)
@@ -541,7 +563,7 @@ def test_sources_failing_on_the_worker_are_counted_skips(clean_run, demo_manifes
     assert index["totals"]["event_source_failed"] == sum(hit.values()) > 0
     assert summary.mixtures_skipped == len(skipped) and summary.mixtures_written == N - len(skipped)
     assert summary.mixture_notes["event_source_failed"] == sum(hit.values())
-    assert summary.audio_text_notes == {"clip_source_failed": 2}  # the two clips of the broken files
+    assert summary.audio_text_notes["clip_source_failed"] == 2  # the two clips of the broken files
     text = summary.format()
     assert f"mixtures skipped (background failed to load): {len(skipped)}" in text
     assert f"  event_source_failed: {sum(hit.values())}" in text

@@ -40,16 +40,45 @@ NO_WHEELS_FLAG = "--no_workspace_wheels"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+def unknown_options(args: Sequence[str]) -> list[str]:
+    """The arguments no Apache Beam ``PipelineOptions`` class defines (parsed as Beam parses them: every
+    registered options class, no abbreviations; :data:`NO_WHEELS_FLAG` is ours). Beam itself only warns
+    about them and runs on with its defaults."""
+    level = logging.root.manager.disable
+    logging.disable(logging.WARNING)  # Beam's import-time warnings must not precede a one-line error
+    try:
+        from apache_beam.options import pipeline_options as po
+    finally:
+        logging.disable(level)
+    parser_cls = getattr(po, "_BeamArgumentParser", argparse.ArgumentParser)
+    parser = parser_cls(allow_abbrev=False, add_help=False)
+    classes: dict[str, type] = {}
+    for cls in po.PipelineOptions.__subclasses__():
+        classes.setdefault(str(cls), cls)
+    for cls in classes.values():
+        cls._add_argparse_args(parser)  # noqa: SLF001 - Beam's own registration hook
+    parser.add_argument(NO_WHEELS_FLAG, action="store_true")
+    _, unknown = parser.parse_known_args(list(args))
+    return unknown
+
+
 def parse_cli(
     parser: argparse.ArgumentParser, argv: Sequence[str] | None = None
 ) -> tuple[argparse.Namespace, list[str]]:
     """Parse a pipeline command line: (the parser's own args, the rest as Beam options).
 
-    Exits through ``parser.error`` when the rest starts with a bare word (Beam options are ``--name=value``).
+    Exits through ``parser.error`` (status 2, one line) when the rest holds anything that is neither this
+    command's flag nor an Apache Beam pipeline option (a mistyped ``--shard_size 2``, a bare word).
     """
     args, beam_args = parser.parse_known_args(argv)
     if beam_args and not beam_args[0].startswith("--"):
         parser.error(f"unexpected argument {beam_args[0]!r} (Beam options are --name=value)")
+    unknown = unknown_options(beam_args)
+    if unknown:
+        parser.error(
+            f"unrecognized arguments: {' '.join(unknown)} (neither a flag of this command nor an Apache "
+            "Beam pipeline option; see --help)"
+        )
     return args, beam_args
 
 

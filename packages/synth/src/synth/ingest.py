@@ -15,10 +15,11 @@ Choices:
   is stable and unique per file.
 - Skips are counted, never fatal: missing file (``missing_file``), undecodable or NaN/inf samples
   (``decode_error``), cut short (``truncated``: the container promises more than the file holds, see
-  synth.audio), no samples (``empty_audio``), empty path (``bad_metadata``), and a **duplicate id**
-  (``duplicate_id``: the
-  first row with the id is kept, later rows are skipped; :func:`dedupe_rows`, also used by
-  ``pipelines/caption.py``). Each skip is logged with its reason.
+  synth.audio), no samples (``empty_audio``), empty path (``bad_metadata``), a path outside the corpus
+  folder (``outside_corpus``, unless ``cfg.allow_outside_corpus``), the same file reached by a second path
+  (``duplicate_path``, compared by real path: ``../c/x.wav`` and ``/abs/c/x.wav``, or a symlink), and a
+  **duplicate id** (``duplicate_id``). The first row of an id or a file is kept, later rows are skipped
+  (:func:`dedupe_rows`, also used by ``pipelines/caption.py``). Each skip is logged with its reason.
 - Loudness (``cfg.measure_loudness``): the file is decoded to 48 kHz mono (as the renderer sees it, with
   :func:`synth.audio.decode_mono`, which also checks every sample) and measured with
   ``synth.loudness.measure_loudness_db``; a silent file stores null. Files whose channels cancel in the
@@ -79,6 +80,7 @@ class IngestConfig:
     verify_decode: bool = True  # probe also decodes the first/last 4096 frames
     verify_full: bool = False  # probe decodes every frame (finite, as many as the header says)
     workers: int = 1  # >1: process pool for probing/measuring
+    allow_outside_corpus: bool = False  # accept metadata paths outside the corpus folder
     progress: bool = False  # tqdm progress bar
 
 
@@ -87,7 +89,7 @@ class SkippedFile:
     """A metadata row that did not make it into the manifest."""
 
     path: str
-    reason: str  # missing_file | decode_error | truncated | empty_audio | bad_metadata | duplicate_id
+    reason: str  # missing_file | decode_error | truncated | empty_audio | bad_metadata | duplicate_id | ...
     detail: str = ""
 
     def as_dict(self) -> dict[str, str]:
@@ -359,20 +361,40 @@ def metadata_rows(
     return rows
 
 
+def _resolved_key(full: str) -> str:
+    """What identifies a file: the real path of a local file (symlinks and ``..`` resolved), a URI as given."""
+    return full if is_uri(full) else os.path.realpath(full)
+
+
+def is_inside(full: str, corpus_dir: str | os.PathLike) -> bool:
+    """True when the resolved path or URI ``full`` lies under the corpus folder (lexically: ``..`` leaving
+    the folder is outside; a symlink inside the folder is inside)."""
+    base = os.fspath(corpus_dir)
+    if is_uri(base) or is_uri(full):
+        return is_uri(base) and is_uri(full) and full.startswith(base.rstrip("/") + "/")
+    root = os.path.abspath(local_path(base))
+    return os.path.commonpath([root, os.path.abspath(full)]) == root
+
+
 def dedupe_rows(
-    rows: Iterable[Mapping[str, Any]], corpus_dir: str | os.PathLike
+    rows: Iterable[Mapping[str, Any]], corpus_dir: str | os.PathLike, allow_outside: bool = True
 ) -> tuple[list[dict[str, Any]], list[SkippedFile]]:
-    """Give every metadata row its id (:func:`row_id`); keep the first row of each id.
+    """Give every metadata row its id (:func:`row_id`); keep the first row of each id and of each file.
 
     Returns (kept rows with ``id`` set, in order; skipped rows: ``bad_metadata`` when no id can be made,
-    ``duplicate_id`` for later rows of an id)."""
+    ``duplicate_id`` for later rows of an id, ``duplicate_path`` for later rows reaching the same file by
+    another path (``../x.wav`` and ``/abs/x.wav``, a symlink), ``outside_corpus`` for paths outside the
+    corpus folder when ``allow_outside`` is False - :func:`ingest_corpus` passes
+    ``IngestConfig.allow_outside_corpus``, False by default)."""
     kept: list[dict[str, Any]] = []
     skipped: list[SkippedFile] = []
     first_path: dict[str, str] = {}
+    first_file: dict[str, str] = {}
     for row in rows:
         path_value = _text(row.get("path"))
         try:
             rid = row_id(row, corpus_dir)
+            full = resolve_path(path_value, corpus_dir)
         except MetadataError as exc:
             skipped.append(SkippedFile(path_value, "bad_metadata", str(exc)))
             continue
@@ -381,7 +403,24 @@ def dedupe_rows(
                 SkippedFile(path_value, "duplicate_id", f"id {rid!r} already used by {first_path[rid]}")
             )
             continue
+        if not allow_outside and not is_inside(full, corpus_dir):
+            skipped.append(
+                SkippedFile(
+                    path_value,
+                    "outside_corpus",
+                    f"{full} is outside the corpus folder {os.fspath(corpus_dir)} (allow with "
+                    "--allow-outside-corpus)",
+                )
+            )
+            continue
+        key = _resolved_key(full)
+        if key in first_file:
+            skipped.append(
+                SkippedFile(path_value, "duplicate_path", f"the same file as {first_file[key]} ({key})")
+            )
+            continue
         first_path[rid] = path_value
+        first_file[key] = path_value
         kept.append({**row, "id": rid})
     return kept, skipped
 
@@ -421,7 +460,7 @@ def ingest_corpus(
     if metadata is None and is_uri(corpus):  # unlike metadata_rows, no implied <corpus>/metadata.csv here
         raise MetadataError(f"no metadata file and no local corpus folder at {corpus} (pass metadata)")
     rows = metadata_rows(corpus, metadata)
-    todo, skipped = dedupe_rows(rows, corpus)
+    todo, skipped = dedupe_rows(rows, corpus, cfg.allow_outside_corpus)
 
     tasks = [(r, corpus, cfg) for r in todo]
     bar = dict(total=len(tasks), desc="ingest", unit="file", disable=not cfg.progress)

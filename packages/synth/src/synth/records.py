@@ -22,7 +22,7 @@ AUDIO_TEXT_KINDS = ("event", "background", "none")  # every captioned source fil
 # spec sampling (synth.spec), decoding/resampling (synth.audio), mixing, gains, fades, clip guard
 # (synth.render, synth.loudness, synth.source_cache), RMS relabel (synth.relabel), FLAC encoding
 # (synth.flac), tar writing (synth.shards), these records, or the skip policy (synth.shard_fns).
-RENDER_FORMAT_VERSION = 2  # 2: issue 9 (mode-first sampling, window levels, relative gate, stereo, ...)
+RENDER_FORMAT_VERSION = 3  # 2: issue 9 levels/modes/stereo; 3: audio-text clip guard + clip_scale
 
 
 def json_record_bytes(obj: Any) -> bytes:
@@ -75,9 +75,10 @@ def audio_text_clip(
 
 
 def audio_text_record(
-    key: str, row: Mapping[str, Any], offset_s: float, valid_s: float, sr: int
+    key: str, row: Mapping[str, Any], offset_s: float, valid_s: float, sr: int, clip_scale: float = 1.0
 ) -> dict[str, Any]:
-    """LAION-CLAP style JSON (``text`` captions, ``tag`` list) plus provenance of the clip."""
+    """LAION-CLAP style JSON (``text`` captions, ``tag`` list) plus provenance of the clip (``clip_scale``:
+    the factor a source above full scale was scaled down by, 1.0 otherwise)."""
     return {
         "key": key,
         "text": [str(c) for c in row["captions"]],
@@ -92,6 +93,7 @@ def audio_text_record(
         "offset": float(offset_s),
         "valid_duration": float(valid_s),
         "source_duration": float(row["duration_s"]),
+        "clip_scale": float(clip_scale),
     }
 
 

@@ -138,6 +138,18 @@ def _slice(x: np.ndarray, start: int, length: int, notes: Counter) -> np.ndarray
     return seg
 
 
+def scale_to_peak(x: np.ndarray, max_peak: float) -> float:
+    """In place: scale float32 ``x`` down so that its peak is ``max_peak`` when it is above; the factor
+    (1.0 when untouched). The one clip guard of mixtures and audio-text clips."""
+    peak = float(max(x.max(initial=0.0), -x.min(initial=0.0)))
+    if peak <= max_peak:
+        return 1.0
+    scale = max_peak / peak
+    x *= np.float32(scale)
+    np.clip(x, -max_peak, max_peak, out=x)  # float32 rounding of the product
+    return scale
+
+
 def build_event_track(
     x: np.ndarray, pieces: list[tuple[int, int, int]], gain: float, fade_len: int
 ) -> tuple[int, np.ndarray, Counter]:
@@ -280,12 +292,7 @@ def render_mixture(
             continue
         labels.append({"text": ev.caption, "tags": list(ev.tags), "source_id": ev.id, "segments": segments})
 
-    peak = float(max(mix.max(initial=0.0), -mix.min(initial=0.0)))
-    clip_scale = 1.0
-    if peak > cfg.max_peak:
-        clip_scale = cfg.max_peak / peak
-        mix *= np.float32(clip_scale)
-        np.clip(mix, -cfg.max_peak, cfg.max_peak, out=mix)  # float32 rounding of the product
+    clip_scale = scale_to_peak(mix, cfg.max_peak)
     t0 = tick()
     merged = merge_labels_by_text(labels)
     t_end = tick()

@@ -9,10 +9,12 @@ Output layout under ``out``::
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
+import re
 import subprocess
 import time
 from collections import Counter
@@ -37,6 +39,8 @@ from synth.split import SplitConfig
 log = logging.getLogger(__name__)
 
 PARALLEL_MIN_MIXTURES = 1000  # local default: below this many mixtures, one in-process worker
+MAX_SAMPLES = 10**shards.KEY_DIGITS - 1  # sample keys have 9 digits
+MAX_SHARDS = 10**6  # shard names have 6 digits; the driver lists the shard indices it hands to Beam
 
 
 @dataclass
@@ -56,6 +60,8 @@ class RenderOptions:
     ingest_workers: int = 1  # >1: ingest probes files in a process pool (large corpora)
     heldout_events: float | int | None = None  # with --corpus: SplitConfig default (10 %) when None
     heldout_backgrounds: float | int | None = None
+    allow_outside_corpus: bool = False  # with --corpus: accept metadata paths outside the corpus folder
+    verify_shards: bool = True  # on resume, a complete shard's sha256 must match its sidecar
     mixture: MixtureConfig = field(default_factory=MixtureConfig)
 
     def __post_init__(self) -> None:
@@ -67,6 +73,26 @@ class RenderOptions:
             raise ValueError(
                 f"--num-mixtures must be >= 0 and --shard-size >= 1 (got {self.num_mixtures}, {self.shard_size})"
             )
+        if self.seed < 0:
+            raise ValueError(f"--seed must be >= 0 (mixture i uses default_rng([seed, i])), got {self.seed}")
+        if self.num_mixtures > MAX_SAMPLES:
+            raise ValueError(
+                f"--num-mixtures {self.num_mixtures} is above {MAX_SAMPLES:,} (sample keys have "
+                f"{shards.KEY_DIGITS} digits); render more with another --seed into another --out"
+            )
+        for name, size in (
+            ("--shard-size", self.shard_size),
+            ("--audio-text-shard-size", self.audio_text_shard_size),
+        ):
+            if size is not None and size < 1:
+                raise ValueError(f"{name} must be >= 1, got {size}")
+        if shards.num_shards(self.num_mixtures, self.shard_size) > MAX_SHARDS:
+            raise ValueError(
+                f"--num-mixtures {self.num_mixtures} / --shard-size {self.shard_size} makes more than "
+                f"{MAX_SHARDS:,} shards (shard names have 6 digits); raise --shard-size"
+            )
+        if self.ingest_workers < 1:
+            raise ValueError(f"--ingest-workers must be >= 1, got {self.ingest_workers}")
         if self.manifest is not None and (self.heldout_events, self.heldout_backgrounds) != (None, None):
             raise ValueError(
                 "--heldout-events/--heldout-backgrounds apply to --corpus ingest; a --manifest already has "
@@ -149,6 +175,7 @@ def load_sources_and_notes(
             workers=opts.ingest_workers,
             progress=True,
             split=opts.split_config(),
+            allow_outside_corpus=opts.allow_outside_corpus,
         )
         result = ingest_corpus(opts.corpus, cfg=cfg)
         for s in result.skipped:
@@ -202,21 +229,94 @@ def audio_text_split_config(
         "clip_s": CLIP_S,
         "sample_rate": SAMPLE_RATE,
         "kinds": list(AUDIO_TEXT_KINDS),
-        "policy": "<= clip_s: whole file, zero padded at the end; longer: seeded random clip_s window",
+        "policy": "<= clip_s: whole file, zero padded at the end; longer: seeded random clip_s window; "
+        "a clip above max_peak is scaled down to it",
         "sources_sha256": sources_fingerprint(at_rows),
         "synth_version": synth.__version__,
         "format_version": records.RENDER_FORMAT_VERSION,
     }
 
 
+class RenderStopped(RuntimeError):
+    """The run stopped on an I/O error (disk full, quota, read-only): complete shards are kept, re-run."""
+
+
+EST_BYTES_PER_MIXTURE = 300_000  # ~0.27 MB of FLAC + JSON per mixture on the dev corpus (docs)
+
+
+def io_error_line(exc: BaseException) -> tuple[int, str] | None:
+    """(errno, message) when ``exc`` (or its cause, or the text Beam re-raises a worker's error as) is an
+    I/O error of :data:`synth.shards.IO_ERRNOS`; None otherwise."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in shards.IO_ERRNOS:
+            return e.errno, str(e)
+        m = re.search(r"\[Errno (\d+)\][^\n\[]*", str(e))
+        if m and int(m.group(1)) in shards.IO_ERRNOS:
+            return int(m.group(1)), m.group(0).strip()
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def stopped_message(opts: RenderOptions, code: int, line: str) -> str:
+    """One line: what stopped the run, what is kept, what to do."""
+    done = [
+        sum(
+            1
+            for n in shards.list_names(shards.join(str(opts.out), kind, opts.split))
+            if shards.SHARD_RE.match(n)
+        )
+        for kind in ("mixtures", "audio_text")
+    ]
+    todo = (
+        f"free space in {opts.out} (or choose another --out)"
+        if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+        else f"make {opts.out} writable"
+    )
+    return (
+        f"render stopped: {shards.IO_ERRNOS[code]} ({line}). {done[0]} mixture and {done[1]} audio-text "
+        f"shards are complete and kept; no partial shard is left. {todo[0].upper()}{todo[1:]}, then run the "
+        "same command again: it renders only the missing shards."
+    )
+
+
 def run_render(opts: RenderOptions, beam_args: Sequence[str] = ()) -> RenderSummary:
-    """Ingest/read sources, render the missing shards with Beam, write index.json files; return a summary."""
+    """Ingest/read sources, render the missing shards with Beam, write index.json files; return a summary.
+
+    Raises ``shards.OutputError`` before any work when ``--out`` cannot be written, and
+    :class:`RenderStopped` when an I/O error (disk full, ...) stops the run midway."""
+    _set_filesystem_options(beam_args)
+    free = shards.check_output_dir(str(opts.out))
+    need = opts.num_mixtures * EST_BYTES_PER_MIXTURE
+    if free is not None and free < need:
+        log.warning(
+            "--out %s has %.1f GB free; %d mixtures take about %.1f GB (the run stops when the disk is "
+            "full and resumes after)",
+            opts.out,
+            free / 1e9,
+            opts.num_mixtures,
+            need / 1e9,
+        )
+    try:
+        return _render(opts, beam_args)
+    except Exception as e:
+        found = io_error_line(e)
+        if found is None:
+            raise
+        raise RenderStopped(stopped_message(opts, *found)) from e
+
+
+def _render(opts: RenderOptions, beam_args: Sequence[str]) -> RenderSummary:
     from synth.beam_support import is_remote_runner, pipeline_options, runner_name, with_local_defaults
 
     t0 = time.perf_counter()
-    _set_filesystem_options(beam_args)
     summary = RenderSummary(
-        out=str(opts.out), split=opts.split, runner=runner_name(with_local_defaults(beam_args))
+        out=str(opts.out),
+        split=opts.split,
+        runner=runner_name(with_local_defaults(beam_args)),
+        audio_text=opts.audio_text,
     )
     table, skipped, examples, ingest_notes = load_sources_and_notes(opts)
     summary.files_skipped, summary.skipped_examples = skipped, examples
@@ -241,7 +341,9 @@ def run_render(opts: RenderOptions, beam_args: Sequence[str] = ()) -> RenderSumm
     mix_cfg = mixture_split_config(opts, rows)
     mix_fp = shards.prepare_split_dir(mix_dir, mix_cfg)
     n_mix = shards.num_shards(opts.num_mixtures, opts.shard_size)
-    mix_state = shards.scan_split_dir(mix_dir, mix_fp, n_mix, opts.shard_size, opts.num_mixtures)
+    mix_state = shards.scan_split_dir(
+        mix_dir, mix_fp, n_mix, opts.shard_size, opts.num_mixtures, verify=opts.verify_shards
+    )
     warn_other_code_versions(mix_dir, mix_state.complete, version)
 
     # audio-text
@@ -253,7 +355,13 @@ def run_render(opts: RenderOptions, beam_args: Sequence[str] = ()) -> RenderSumm
         at_cfg = audio_text_split_config(opts, at_rows, at_size)
         at_fp = shards.prepare_split_dir(at_dir, at_cfg)
         n_at = shards.num_shards(len(at_rows), at_size)
-        at_state = shards.scan_split_dir(at_dir, at_fp, n_at, at_size, len(at_rows))
+        if n_at > MAX_SHARDS:
+            raise ValueError(
+                f"{len(at_rows)} audio-text clips make more than {MAX_SHARDS:,} shards; raise --audio-text-shard-size"
+            )
+        at_state = shards.scan_split_dir(
+            at_dir, at_fp, n_at, at_size, len(at_rows), verify=opts.verify_shards
+        )
         warn_other_code_versions(at_dir, at_state.complete, version)
 
     sources_path = shards.join(mix_dir, SOURCES_NAME)
@@ -409,8 +517,10 @@ def _warn_local_paths(runner: str, out: str, rows: Sequence[Mapping[str, Any]]) 
 def _complete_sidecars(
     split_dir: str, fp: str, n: int, shard_size: int, num_samples: int
 ) -> list[dict[str, Any]]:
-    """Sidecars of shards 0..n-1 (read once, by the completeness scan); raises if any shard is missing."""
-    state = shards.scan_split_dir(split_dir, fp, n, shard_size, num_samples)
+    """Sidecars of shards 0..n-1 (read once, by the completeness scan); raises if any shard is missing.
+
+    No second sha256 pass: every shard was verified by the scan at the start or written (and hashed) now."""
+    state = shards.scan_split_dir(split_dir, fp, n, shard_size, num_samples, verify=False)
     if state.todo:
         raise RuntimeError(f"{split_dir}: shards {state.todo[:10]} are missing after the pipeline finished")
     return [state.complete[k] for k in range(n)]

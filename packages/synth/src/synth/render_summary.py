@@ -37,6 +37,7 @@ class RenderSummary:
     mixture_notes: dict[str, int] = field(default_factory=dict)  # by reason, mixtures of this run
     event_modes: dict[str, int] = field(default_factory=dict)  # placed events by mode, this run
     configured_modes: dict[str, float] = field(default_factory=dict)  # split_prob, repeat_prob
+    audio_text: bool = True  # False with --no-audio-text
     audio_text_total: int = 0
     audio_text_written: int = 0
     audio_text_shards_written: int = 0
@@ -75,11 +76,15 @@ class RenderSummary:
             lines.append(f"event modes (realised): {shares}")
         lines.append(f"events dropped (relabel, no active frames): {self.events_dropped_by_relabel}")
         lines += _by_reason("mixture notes (this run)", self.mixture_notes)
-        lines.append(
-            f"audio-text clips:       {self.audio_text_written} of {self.audio_text_total} "
-            f"({self.audio_text_shards_written} shards written, {self.audio_text_shards_skipped} already complete)"
-        )
-        lines += _by_reason("audio-text notes (this run)", self.audio_text_notes)
+        if self.audio_text:
+            lines.append(
+                f"audio-text clips:       {self.audio_text_written} of {self.audio_text_total} "
+                f"({self.audio_text_shards_written} shards written, {self.audio_text_shards_skipped} already "
+                "complete)"
+            )
+            lines += _by_reason("audio-text notes (this run)", self.audio_text_notes)
+        else:
+            lines.append("audio-text clips:       not written (--no-audio-text)")
         lines += _by_reason("sources left out of the pool", self.pool_skipped)
         lines += _by_reason("ingest notes", self.ingest_notes) if self.ingest_notes else []
         total_skipped = sum(self.files_skipped.values())

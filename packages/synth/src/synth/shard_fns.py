@@ -14,6 +14,7 @@ from collections import Counter
 from typing import Any
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 from apache_beam.metrics import Metrics
 
@@ -28,7 +29,7 @@ from synth.records import (
     json_record_bytes,
     mixture_record,
 )
-from synth.render import render_mixture
+from synth.render import render_mixture, scale_to_peak
 from synth.source_cache import AudioCache
 from synth.spec import MixtureConfig, MixtureSpec, SourcePool, mode_counts, sample_spec
 
@@ -231,6 +232,7 @@ class AudioTextShardFn(_ShardFn):
     ) -> None:
         super().__init__(split_dir, fingerprint, num_samples, shard_size, code_version)
         self.sources_path, self.seed, self.sr = sources_path, seed, sr
+        self.max_peak = MixtureConfig.max_peak  # the mixtures' clip guard
         self.clips = Metrics.counter("flam", "audio_text_clips")
 
     def setup(self) -> None:
@@ -253,11 +255,14 @@ class AudioTextShardFn(_ShardFn):
                 yield key, None, {"clip_source_failed": 1}
                 continue
             clip, offset, valid = audio_text_clip(audio, self.sr, self.seed, str(row["id"]))
-            record = audio_text_record(key, row, offset, valid, self.sr)
+            clip = np.array(clip, dtype=np.float32)  # writable: the clip guard scales in place
+            scale = scale_to_peak(clip, self.max_peak)  # sources above full scale: as mixtures, not clipped
+            record = audio_text_record(key, row, offset, valid, self.sr, clip_scale=scale)
             self.clips.inc()
             stats = {
                 "clips": 1,
                 "cropped": int(len(audio) > len(clip)),
                 "padded": int(len(audio) < len(clip)),
+                "clip_scaled": int(scale < 1.0),
             }
             yield key, {"flac": encode_flac(clip, self.sr), "json": json_record_bytes(record)}, stats

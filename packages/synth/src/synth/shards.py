@@ -14,11 +14,14 @@ Paths may be local (plain or ``file://``) or any URI Apache Beam's ``FileSystems
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
+import logging
 import os
 import re
+import shutil
 import tarfile
 import uuid
 from collections.abc import Iterable, Mapping
@@ -26,6 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from synth.paths import is_uri, local_path
+
+log = logging.getLogger(__name__)
 
 TAR_MTIME = 946684800  # 2000-01-01T00:00:00Z, fixed so that tar bytes never depend on the wall clock
 TAR_MODE = 0o644
@@ -43,6 +48,20 @@ INDEX_VERSION = 1
 
 class ShardConfigError(ValueError):
     """An output folder holds shards made from a different configuration."""
+
+
+class OutputError(ValueError):
+    """An output location cannot hold shards (a file, under a file, not writable, or full)."""
+
+
+IO_ERRNOS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large for this file system or process limit",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EIO: "input/output error",
+}
 
 
 # ---------------------------------------------------------------- names and ranges
@@ -106,6 +125,49 @@ def makedirs(path: str) -> None:
     os.makedirs(local_path(path), exist_ok=True)
 
 
+def check_output_dir(out: str, probe_bytes: int = 1 << 16) -> int | None:
+    """Raise :class:`OutputError` (naming the reason) unless ``out`` can hold shards; else its free bytes.
+
+    Local: ``out`` must not be a file or lie under one, must be creatable, and a probe file of
+    ``probe_bytes`` must be writable in it (catches read-only folders and full disks). A URI: a probe
+    object is created and deleted (free space unknown: None)."""
+    probe_name = f".flam-write-probe-{uuid.uuid4().hex[:12]}"
+    if is_uri(out):
+        from apache_beam.io.filesystems import FileSystems
+
+        probe = join(out, probe_name)
+        try:
+            with FileSystems.create(probe) as f:
+                f.write(b"\0" * 16)
+            FileSystems.delete([probe])
+        except Exception as e:  # noqa: BLE001 - each file system raises its own errors
+            raise OutputError(f"--out {out} is not writable: {e}") from e
+        return None
+    folder = os.path.abspath(local_path(out))
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise OutputError(f"--out {out} is a file, not a folder")
+    parent = folder
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise OutputError(f"--out {out} lies under the file {parent}")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, probe_name)
+        try:
+            with open(path, "wb") as f:
+                f.write(b"\0" * probe_bytes)
+                f.flush()
+                os.fsync(f.fileno())
+        finally:
+            if os.path.exists(path):
+                os.remove(path)
+    except OSError as e:
+        what = IO_ERRNOS.get(e.errno or 0, e.strerror or str(e))
+        raise OutputError(f"--out {out} cannot be written: {what} ({e})") from e
+    return shutil.disk_usage(folder).free
+
+
 def file_size(path: str) -> int:
     if is_uri(path):
         from apache_beam.io.filesystems import FileSystems
@@ -148,6 +210,21 @@ def read_bytes(path: str) -> bytes:
             return f.read()
     with open(local_path(path), "rb") as f:
         return f.read()
+
+
+def file_sha256(path: str, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, read in chunks (local path or URI)."""
+    h = hashlib.sha256()
+    if is_uri(path):
+        from apache_beam.io.filesystems import FileSystems
+
+        f = FileSystems.open(path)
+    else:
+        f = open(local_path(path), "rb")  # noqa: SIM115 - closed below
+    with f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 def read_json(path: str) -> Any:
@@ -374,11 +451,12 @@ class ShardState:
 
 
 def _complete_meta(
-    split_dir: str, shard: int, fingerprint: str, expected_count: int
+    split_dir: str, shard: int, fingerprint: str, expected_count: int, verify: bool = True
 ) -> dict[str, Any] | None:
+    tar = join(split_dir, shard_name(shard))
     try:
         meta = read_json(join(split_dir, sidecar_name(shard)))
-        size = file_size(join(split_dir, shard_name(shard)))
+        size = file_size(tar)
     except (OSError, ValueError, IndexError):
         return None
     count, skipped = meta.get("count"), meta.get("skipped_keys", [])
@@ -389,27 +467,44 @@ def _complete_meta(
         and count + len(skipped) == expected_count
         and meta.get("bytes") == size
     )
+    if ok and verify:
+        try:
+            ok = file_sha256(tar) == meta.get("sha256")
+        except OSError:
+            ok = False
+        if not ok:
+            log.warning("%s: sha256 differs from its sidecar (damaged); it will be written again", tar)
     return meta if ok else None
 
 
-def is_shard_complete(split_dir: str, shard: int, fingerprint: str, expected_count: int) -> bool:
+def is_shard_complete(
+    split_dir: str, shard: int, fingerprint: str, expected_count: int, verify: bool = True
+) -> bool:
     """True when the shard's tar exists and its sidecar matches (fingerprint, samples written + skipped
-    = ``expected_count``, byte size)."""
+    = ``expected_count``, byte size and, with ``verify``, the sha256 of the tar's bytes)."""
     return (
         exists(join(split_dir, shard_name(shard)))
-        and _complete_meta(split_dir, shard, fingerprint, expected_count) is not None
+        and _complete_meta(split_dir, shard, fingerprint, expected_count, verify) is not None
     )
 
 
 def scan_split_dir(
-    split_dir: str, fingerprint: str, n_shards: int, shard_size: int, num_samples: int
+    split_dir: str,
+    fingerprint: str,
+    n_shards: int,
+    shard_size: int,
+    num_samples: int,
+    verify: bool = True,
 ) -> ShardState:
-    """Find complete shards: the tar exists, its sidecar has this fingerprint, the right count and size."""
+    """Find complete shards: the tar exists, its sidecar has this fingerprint, the right count and size,
+    and (``verify``) the tar's sha256 is the one the sidecar recorded when it was written. Verifying reads
+    every complete shard once."""
     names = set(list_names(split_dir))
     state = ShardState()
     for k in range(n_shards):
         if shard_name(k) in names and sidecar_name(k) in names:
-            meta = _complete_meta(split_dir, k, fingerprint, len(shard_range(k, shard_size, num_samples)))
+            expected = len(shard_range(k, shard_size, num_samples))
+            meta = _complete_meta(split_dir, k, fingerprint, expected, verify)
             if meta is not None:
                 state.complete[k] = meta
                 continue

@@ -115,8 +115,12 @@ def test_bad_arguments_are_refused_before_any_work(argv, message, capsys):
     assert message in err and "Traceback" not in err
 
 
-def test_beam_options_still_pass_through():
+def test_beam_options_still_pass_through_and_our_flags_reach_the_options():
     cli = import_pipeline_script("render_mixtures")
+    opts, _ = cli.parse_args(["--allow-outside-corpus", "--no-verify-shards"])
+    assert opts.allow_outside_corpus and not opts.verify_shards
+    opts, _ = cli.parse_args([])
+    assert not opts.allow_outside_corpus and opts.verify_shards
     _, beam = cli.parse_args(
         ["--runner=DataflowRunner", "--project=p", "--region", "r", "--no_workspace_wheels"]
     )

@@ -203,6 +203,17 @@ def source_block_energies(x: np.ndarray, sr: int, win: int = 2400, hop: int = 12
     return e
 
 
+@lru_cache(maxsize=16)
+def _window_edges(n_blocks: int, n_frames: int, win: int, hop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Block range [lo, hi) of each frame of a block-aligned window of n_blocks blocks (clipped to it)."""
+    blk = frame_block(win, hop)
+    starts = np.arange(n_frames, dtype=np.int64) * (hop // blk) + (hop - win) // 2 // blk
+    lo, hi = np.clip(starts, 0, n_blocks), np.clip(starts + win // blk, 0, n_blocks)
+    lo.setflags(write=False)
+    hi.setflags(write=False)
+    return lo, hi
+
+
 def window_loudness_db(
     energies: np.ndarray,
     offset: int,
@@ -216,12 +227,19 @@ def window_loudness_db(
 
     ``energies`` are :func:`source_block_energies` (the window keeps the A-weighting filter's state from the
     samples before it, as in the file); ``offset`` must be a multiple of the block (spec offsets are). Samples
-    past the end of the source count as silence (as the renderer pads them).
+    past the end of the source count as silence (as the renderer pads them). Frame powers are the block
+    sums of :func:`frame_power_from_blocks`, from one cumulative sum (a few microseconds a window).
     """
     blk = frame_block(win, hop)
     if offset % blk or offset < 0:
         raise ValueError(f"window_loudness_db: offset {offset} is not a non-negative multiple of {blk}")
-    j0 = offset // blk
-    e = energies[j0 : j0 + -(-n // blk)]
-    power = frame_power_from_blocks(e, 0, n_frames_for(n, hop), win, hop)
+    j0, nb = offset // blk, -(-n // blk)
+    csum = np.zeros(nb + 1, dtype=np.float64)
+    e = energies[j0 : j0 + nb]
+    np.cumsum(e, out=csum[1 : len(e) + 1])
+    csum[len(e) + 1 :] = csum[len(e)]
+    lo, hi = _window_edges(nb, n_frames_for(n, hop), win, hop)
+    power = csum[hi] - csum[lo]
+    power /= win
+    np.maximum(power, 0.0, out=power)  # cumsum round-off
     return loudness_from_power(power, gate_db, silence_db)

@@ -117,3 +117,14 @@ def test_bad_rows():
         assign_splits([{"id": "a", "kind": "ambience"}])
     with pytest.raises(ValueError, match="without id"):
         assign_splits([{"id": "", "kind": "event", "path": "/x.wav"}])
+
+
+def test_parse_heldout_counts_and_fractions():
+    from synth.split import parse_heldout
+
+    assert parse_heldout("10000") == 10000 and isinstance(parse_heldout("10000"), int)
+    assert parse_heldout("0.1") == 0.1 and isinstance(parse_heldout("0.1"), float)
+    assert parse_heldout("0") == 0
+    for bad, msg in (("1.0", "below 1"), ("-1", ">= 0"), ("ten", "count"), ("nan", ">= 0")):
+        with pytest.raises(ValueError, match=msg):
+            parse_heldout(bad)

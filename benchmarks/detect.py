@@ -106,7 +106,9 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--files", type=int, default=4, help="long recordings")
     ap.add_argument("--minutes", type=float, default=2.0, help="minutes per long recording")
-    ap.add_argument("--short", action="store_true", help="also the demo corpus folder itself (91 short files)")
+    ap.add_argument(
+        "--short", action="store_true", help="also the demo corpus folder itself (91 short files)"
+    )
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--decode-workers", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=2)
@@ -127,7 +129,9 @@ def main() -> None:
         sets.append((f"{a.files} × {a.minutes:g} min", long_dir, total))
         if a.short:
             files = find_audio_files([DEMO])
-            sets.append((f"demo corpus ({len(files)} files)", DEMO, sum(sf.info(str(f.path)).duration for f in files)))
+            sets.append(
+                (f"demo corpus ({len(files)} files)", DEMO, sum(sf.info(str(f.path)).duration for f in files))
+            )
         for config in a.configs.split(","):
             model = build(config, a.device, a.batch_size)
             ckpt = Path(tmp) / f"ckpt-{config}"

@@ -54,7 +54,9 @@ def build(index: Path, n_files: int, minutes: float, target: np.ndarray, seed: i
     for i in range(n_files):
         if row + frames_per_file > per_seg * frames_per_file:
             seg, row = seg + 1, 0
-        m.files[f"dir{i // 1000:02d}/file{i:05d}.flac"] = FileEntry(1, 1, seg, row, frames_per_file, minutes * 60)
+        m.files[f"dir{i // 1000:02d}/file{i:05d}.flac"] = FileEntry(
+            1, 1, seg, row, frames_per_file, minutes * 60
+        )
         row += frames_per_file
         rows += frames_per_file
     for s in range(1, seg + 1):
@@ -100,7 +102,7 @@ def main() -> None:
     cases = {"scan": 0.999, "hits": 0.98, "dense": 0.5}
     for name, thr in cases.items():
         times, n_hits = [], 0
-        for r in range(a.repeat + 1):
+        for _ in range(a.repeat + 1):
             t = time.perf_counter()
             hits = search(view, emb, alpha, beta, threshold=thr, top=10)[0]
             times.append(time.perf_counter() - t)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -71,3 +74,22 @@ def place(events: list[tuple[Path, float]], duration_s: float, sr: int = 48000, 
         n = min(clip.size, y.size - a)
         y[a : a + n] += clip[:n]
     return y
+
+
+@functools.cache
+def small_checkpoint() -> Path:
+    """The small test model saved once per test process (shared by test_detect and test_search)."""
+    from tests.model.small_flam import small_flam
+
+    d = Path(tempfile.mkdtemp(prefix="flam-small-ckpt-"))
+    atexit.register(shutil.rmtree, d, True)
+    small_flam().save_pretrained(d / "small")
+    return d / "small"
+
+
+@functools.cache
+def small_model():  # noqa: ANN201
+    """`FLAM.from_pretrained(small_checkpoint())`, loaded once per test process (read-only use)."""
+    from model import FLAM
+
+    return FLAM.from_pretrained(small_checkpoint())

@@ -18,24 +18,27 @@ from model.detect.outputs import TSV_HEADER
 from model.detect.run import RESERVED, DetectOptions, Detector
 from model.inference import segments_from_probabilities
 from synth.audio import read_audio
-from tests.model.detect_audio import BURP, CHICKENS, ROOSTER, corrupt_files, odd_formats
-from tests.model.small_flam import small_flam
+from tests.model.detect_audio import (
+    BURP,
+    CHICKENS,
+    ROOSTER,
+    corrupt_files,
+    odd_formats,
+    small_checkpoint,
+    small_model,
+)
 
 QUERIES = ["chickens clucking", "a rooster crowing"]
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    d = tmp_path_factory.mktemp("ckpt") / "small"
-    small_flam().save_pretrained(d)
-    return d
+def ckpt():
+    return small_checkpoint()
 
 
 @pytest.fixture(scope="module")
 def model(ckpt):
-    from model import FLAM
-
-    return FLAM.from_pretrained(ckpt)
+    return small_model()
 
 
 @pytest.fixture(scope="module")

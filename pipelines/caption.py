@@ -63,6 +63,7 @@ class CaptionJob:
     manifest: str | None = None
     batch_size: int = 64
     max_fallback_share: float = 0.5
+    allow_outside_corpus: bool = False  # metadata paths outside the corpus folder are skipped (outside_corpus)
     wheel_dir: str | None = None
     settings: Any = None  # captioning.settings.CaptionSettings
     beam_args: list[str] = field(default_factory=list)
@@ -169,6 +170,12 @@ def parse_args(argv: Sequence[str] | None = None) -> CaptionJob:
         help="kept for compatibility: every file is decoded whole and its loudness_db stored anyway (the "
         "renderer's ingest check)",
     )
+    p.add_argument(
+        "--allow-outside-corpus",
+        action="store_true",
+        help="accept metadata paths that resolve outside the corpus folder (skipped as outside_corpus by default, "
+        "the renderer's rule)",
+    )
     p.add_argument("--wheel-dir", help="remote runners: keep the built worker wheels here")
     p.add_argument("--log-level", default="INFO")
     args, beam_args = parse_cli(p, argv)
@@ -224,6 +231,7 @@ def parse_args(argv: Sequence[str] | None = None) -> CaptionJob:
         manifest=args.manifest,
         batch_size=args.batch_size,
         max_fallback_share=args.max_fallback_share,
+        allow_outside_corpus=args.allow_outside_corpus,
         wheel_dir=args.wheel_dir,
         settings=settings,
         beam_args=beam_args,
@@ -252,11 +260,13 @@ def api_key_warning(job: CaptionJob) -> str | None:
 
 
 def metadata_rows(job: CaptionJob) -> tuple[list[dict], list[dict]]:
-    """Metadata rows with ids (first of each id kept) and the skipped duplicates/bad rows (synth.ingest)."""
+    """Metadata rows with ids (first of each id and of each resolved path kept) and the skipped duplicates, bad
+    rows and paths outside the corpus folder (synth.ingest.dedupe_rows: the renderer's ingest rule)."""
     from synth import ingest
 
     assert job.corpus is not None
-    kept, skipped = ingest.dedupe_rows(ingest.metadata_rows(job.corpus, job.metadata), job.corpus)
+    rows = ingest.metadata_rows(job.corpus, job.metadata)
+    kept, skipped = ingest.dedupe_rows(rows, job.corpus, allow_outside=job.allow_outside_corpus)
     return kept, [s.as_dict() for s in skipped]
 
 

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -68,6 +69,7 @@ def test_template_captioner_pipeline(caption_cli, sound_corpus, tmp_path):
         str(out),
         "--captioner",
         "template",
+        "--allow-outside-corpus",  # broken.wav lives outside the corpus folder (test_outside_corpus_rule)
     ]
     assert caption_cli.main(args + BEAM) == 0
     table = read_manifest(out)
@@ -215,3 +217,28 @@ def test_killed_run_resumes_without_duplicate_requests(caption_cli, sound_corpus
         assert sorted(again) == sorted(set(key_of) - cached)  # every other file exactly once
         c = _summary(out)["counts"]
         assert c["files_cache"] == len(cached) and c["files_llm"] == 24 - len(cached)
+
+
+def test_outside_corpus_rule(caption_cli, tmp_path):
+    """caption.py skips metadata paths outside the corpus folder (outside_corpus), as the renderer's ingest
+    does, unless --allow-outside-corpus; the same file reached by two paths is kept once."""
+    import shutil
+
+    demo = Path(__file__).resolve().parents[2] / "corpus" / "demo" / "audio" / "gamine-data" / "drip.wav"
+    corpus = tmp_path / "corpus"
+    (corpus / "audio").mkdir(parents=True)
+    shutil.copy(demo, corpus / "audio" / "drip.wav")
+    shutil.copy(demo, tmp_path / "elsewhere.wav")
+    (corpus / "metadata.csv").write_text(
+        "id,path,tags\n"
+        "in/drip,audio/drip.wav,drip\n"
+        f"in/again,{corpus / 'audio' / 'drip.wav'},drip\n"
+        "out/else,../elsewhere.wav,drip\n"
+    )
+    base = ["--corpus", str(corpus), "--out", str(tmp_path / "m" / "manifest.parquet")]
+    kept, skipped = caption_cli.metadata_rows(caption_cli.parse_args(base))
+    assert [r["id"] for r in kept] == ["in/drip"]
+    assert sorted(s["reason"] for s in skipped) == ["duplicate_path", "outside_corpus"]
+    kept, skipped = caption_cli.metadata_rows(caption_cli.parse_args([*base, "--allow-outside-corpus"]))
+    assert [r["id"] for r in kept] == ["in/drip", "out/else"]
+    assert [s["reason"] for s in skipped] == ["duplicate_path"]

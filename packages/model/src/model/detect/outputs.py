@@ -91,13 +91,8 @@ def read_json(path: Path) -> dict[str, Any] | None:
 def render_png(audio_path: str, png_path: str, probs: np.ndarray, queries: list[str],
                detections: list[tuple[float, float, str]], hop_s: float, threshold: float, title: str) -> str:  # fmt: skip
     """The detection figure (runs in the plot thread or a plot worker process): the file's log-mel spectrogram, one probability
-    curve per query, the detected segments shaded, time in seconds (`eval.plots.plot_detection`)."""
-    try:
-        from eval.plots import plot_detection
-    except ImportError as e:  # pragma: no cover - the workspace installs flam-eval
-        raise RuntimeError(
-            f"PNG figures need the flam-eval package (matplotlib): {e}; or pass --no-plot"
-        ) from e
+    curve per query, the detected segments shaded, time in seconds (`model.figures.plot_detection`)."""
+    from model.figures import plot_detection
     from synth.audio import read_audio, to_mono
 
     x, sr = read_audio(audio_path)

@@ -1,0 +1,451 @@
+"""SourceBank: every source of a split decoded once at 48 kHz into memory-mapped files that processes share.
+
+`render_mixture` needs each source as float32, plus what `AudioCache` memoises for it: the cumulative
+A-weighted energy of events (relabeling long pieces without per-sample work, `synth.render.event_block_energies`),
+the A-weighted block energies of backgrounds (the loudness of the window used) and a loudness for sources the
+manifest gives none. An `AudioCache` holds those per process; a bank holds them once per machine: raw
+little-endian arrays in files that every reader maps read-only, so N processes share one copy in the page cache.
+
+Layout of a bank folder ``ROOT/<fingerprint>/``::
+
+    chunk-NNNNNN.audio    int16 (or float32) samples of up to `chunk_sources` sources, back to back
+    chunk-NNNNNN.energy   float64 cumulative A-weighted energy of the chunk's event sources (optional)
+    chunk-NNNNNN.blocks   float64 A-weighted block energies of the chunk's backgrounds (2400/1200 frames)
+    chunk-NNNNNN.json     per source: id, offset, length, scale, loudness_db, energy/blocks offsets; failures
+    bank.json             options, counts, decode failures by reason — written last: the bank is complete
+
+Choices:
+- **Sources**: every row of the split a `SourcePool` could use under any recipe (captioned events and
+  backgrounds of any length: the recipe's `min_event_s` / clip length filter when the pool is built), optionally
+  one part of ``parts`` (``stable_int(id) % parts``), sorted by id; chunk k holds sources [k·C, (k+1)·C).
+- **int16 with a per-source scale** (default): a source whose float32 decoding is exactly k / 32768 (16-bit
+  PCM at 48 kHz) is stored as those k and comes back bit-exact; any other source (resampled, 24-bit, lossy) is
+  scaled so its peak maps to 32767 and rounded: error <= peak / 65534, i.e. ~96 dB below the source's own
+  peak whatever its level. ``float32`` stores the decoding itself (twice the bytes, renders bit-identical to an
+  `AudioCache`).
+- **Measurements** come from the exact float32 decoding through `AudioCache` itself (`loudness_db` when the
+  manifest lacks it, `weighted_energy` of events, `block_energy` of backgrounds): the same code and numbers
+  as the shard pipeline, so gains and labels do not depend on the storage type; only the mixed samples carry
+  the int16 rounding. Energy costs 8 bytes per event sample (without it a renderer filters each piece
+  whole, ~2× slower relabeling); block energies 8 bytes per 600 background samples.
+- **Build**: chunks decoded in a process pool, each written under a temporary name and renamed; the chunk's
+  JSON last. A killed build resumes at the first missing chunk; a file lock makes concurrent builders of one
+  bank (ranks of a node) wait for the first. A source that cannot be decoded is left out, counted by reason
+  and logged with its path; `SourceBank.ids` are the sources that made it.
+- **Fingerprint**: sha256 over the options and, per source, id, path, duration, rate, channels, loudness: a
+  manifest change that touches audio makes a new bank; captions do not (the pool is built from the manifest).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import mmap
+import multiprocessing
+import os
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from synth.errors import AudioDecodeError
+from synth.loudness import frame_block
+from synth.records import json_record_bytes, stable_int
+
+log = logging.getLogger(__name__)
+
+BANK_VERSION = 1
+BANK_NAME = "bank.json"
+DTYPES = ("int16", "float32")
+EXACT_SCALE = 2.0**-15  # 16-bit PCM: libsndfile decodes sample k as k / 32768
+_FINGERPRINT_KEYS = ("id", "path", "duration_s", "sample_rate", "channels", "loudness_db")
+
+
+@dataclass(frozen=True)
+class BankOptions:
+    dtype: str = "int16"  # ours: "int16" (per-source scale, see module doc) | "float32" (exact)
+    energy: bool = True  # ours: store event sources' cumulative A-weighted energy (8 B per event sample)
+    sample_rate: int = 48000  # §4.2: mixtures are rendered at 48 kHz
+    chunk_sources: int = 256  # ours: sources per chunk file (the unit of parallel and resumed building)
+    workers: int = 0  # build processes; 0 = one per available core
+    part: int = 0  # this bank holds sources with stable_int(id) % parts == part
+    parts: int = 1
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"BankOptions: dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.chunk_sources < 1 or self.workers < 0 or self.sample_rate <= 0:
+            raise ValueError("BankOptions: chunk_sources >= 1, workers >= 0 and sample_rate > 0 are required")
+        if not 0 <= self.part < self.parts:
+            raise ValueError(f"BankOptions: need 0 <= part < parts, got part {self.part} of {self.parts}")
+
+
+# ------------------------------------------------------------------------------------------ choosing sources
+
+
+def in_part(source_id: str, part: int, parts: int) -> bool:
+    """Whether a source belongs to bank part `part` of `parts` (stable across machines and Pythons)."""
+    return parts == 1 or stable_int(str(source_id)) % parts == part
+
+
+def bank_rows(
+    rows: Sequence[Mapping[str, Any]], split: str | None, part: int = 0, parts: int = 1
+) -> list[dict]:
+    """The rows of `split` (and part) a `SourcePool` could use under any recipe, sorted by id."""
+    from synth.spec import SourcePool
+
+    mine = [
+        dict(r) for r in rows if (split is None or r.get("split") == split) and in_part(r["id"], part, parts)
+    ]
+    pool = SourcePool.from_manifest(mine, split, min_background_s=0.0, min_event_s=0.0)
+    keep = {s.id for s in (*pool.sfx, *pool.general, *pool.backgrounds)}
+    return sorted((r for r in mine if str(r["id"]) in keep), key=lambda r: str(r["id"]))
+
+
+def bank_fingerprint(rows: Sequence[Mapping[str, Any]], opts: BankOptions) -> str:
+    h = hashlib.sha256()
+    o = asdict(opts)
+    o.pop("workers")  # how many processes built it changes no byte
+    h.update(json_record_bytes({"version": BANK_VERSION, "options": o}))
+    for r in rows:
+        h.update(json_record_bytes({k: r.get(k) for k in _FINGERPRINT_KEYS}))
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------ building
+
+
+def quantize_source(x: np.ndarray, dtype: str) -> tuple[np.ndarray, float]:
+    """(stored samples, scale): float32 = stored · scale (see module doc)."""
+    x = np.asarray(x, dtype=np.float32)
+    if dtype == "float32":
+        return x, 1.0
+    k = x * np.float32(32768.0)
+    if np.array_equal(k, np.rint(k)) and (len(k) == 0 or (k.min() >= -32768 and k.max() <= 32767)):
+        return k.astype(np.int16), EXACT_SCALE
+    peak = float(np.max(np.abs(x))) if len(x) else 0.0
+    scale = peak / 32767.0 if peak > 0 else EXACT_SCALE
+    q = np.rint(x / np.float32(scale))
+    np.clip(q, -32768, 32767, out=q)
+    return q.astype(np.int16), scale
+
+
+def dequantize(stored: np.ndarray, scale: float) -> np.ndarray:
+    """float32 samples of a stored source (a new array; a view for float32 banks)."""
+    if stored.dtype == np.float32:
+        return stored
+    return np.multiply(stored, np.float32(scale), dtype=np.float32)
+
+
+def _chunk_name(k: int, ext: str) -> str:
+    return f"chunk-{k:06d}.{ext}"
+
+
+def _write_atomic(path: Path, data: bytes | np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        if isinstance(data, np.ndarray):
+            data.tofile(f)
+        else:
+            f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _decode(row: Mapping[str, Any], sr: int) -> np.ndarray:
+    from synth.audio import load_audio  # the decoder AudioCache uses (imported lazily, as there)
+
+    return np.ascontiguousarray(load_audio(str(row["path"]), target_sr=sr), dtype=np.float32)
+
+
+def build_chunk(folder: str, k: int, rows: Sequence[Mapping[str, Any]], opts: BankOptions) -> dict[str, Any]:
+    """Decode, store and describe chunk k; returns its JSON (also written as the chunk's completion mark)."""
+    from synth.relabel import RelabelConfig
+    from synth.source_cache import AudioCache
+
+    sr, root = opts.sample_rate, Path(folder)
+    win, hop = RelabelConfig().win, RelabelConfig().hop
+    parts: dict[str, list[np.ndarray]] = {"audio": [], "energy": [], "blocks": []}
+    keys = ("ids", "offsets", "lengths", "scales", "loudness_db", "energy_offsets", "blocks_offsets")
+    meta: dict[str, list] = {key: [] for key in keys}
+    ends = {"audio": 0, "energy": 0, "blocks": 0}
+    failed = []
+    t0 = time.perf_counter()
+    for row in rows:
+        sid = str(row["id"])
+        try:
+            x = _decode(row, sr)
+            if x.ndim != 1 or len(x) == 0:
+                raise AudioDecodeError(str(row["path"]), f"decoded to shape {x.shape}", "empty_audio")
+        except (AudioDecodeError, OSError) as e:
+            reason = getattr(e, "reason_code", "read_error")
+            failed.append({"id": sid, "path": str(row["path"]), "reason": reason, "detail": str(e)})
+            continue
+        exact = AudioCache(
+            {sid: ""}, sr=sr, load_fn=lambda _p, _sr, x=x: x
+        )  # measurements, as the pipeline's
+        loud = row.get("loudness_db")
+        if loud is None or not np.isfinite(float(loud)):
+            loud = exact.loudness_db(sid)
+        stored, scale = quantize_source(x, opts.dtype)
+        extra = {
+            "energy": exact.weighted_energy(sid) if opts.energy and row.get("kind") == "event" else None,
+            "blocks": exact.block_energy(sid, win, hop) if row.get("kind") == "background" else None,
+        }
+        for name, arr in (("audio", stored), *extra.items()):
+            if name != "audio":
+                meta[f"{name}_offsets"].append(-1 if arr is None else ends[name])
+            if arr is not None:
+                parts[name].append(arr)
+                ends[name] += len(arr)
+        meta["ids"].append(sid)
+        meta["offsets"].append(ends["audio"] - len(stored))
+        meta["lengths"].append(len(stored))
+        meta["scales"].append(float(scale))
+        meta["loudness_db"].append(float(loud) if np.isfinite(loud) else None)
+    dtypes = {"audio": "<i2" if opts.dtype == "int16" else "<f4", "energy": "<f8", "blocks": "<f8"}
+    for name, dtype in dtypes.items():
+        if name == "energy" and not opts.energy:
+            continue
+        arr = np.concatenate(parts[name]) if parts[name] else np.zeros(0)
+        _write_atomic(root / _chunk_name(k, name), arr.astype(dtype, copy=False))
+    info = {"chunk": k, **meta, "failed": failed, "blocks_win_hop": [win, hop],
+            "seconds": round(time.perf_counter() - t0, 3)}  # fmt: skip
+    _write_atomic(root / _chunk_name(k, "json"), json.dumps(info).encode())
+    return info
+
+
+def _build_chunk_args(args: tuple) -> dict[str, Any]:
+    return build_chunk(*args)
+
+
+def prepare_bank(rows: Sequence[Mapping[str, Any]], root: str | os.PathLike, opts: BankOptions) -> Path:
+    """The complete bank of `rows` (already chosen, e.g. by `pool_rows`) under `root`: opened when it exists,
+    else built (resuming a killed build). Concurrent callers for one bank wait for the first."""
+    rows = sorted(rows, key=lambda r: str(r["id"]))
+    if not rows:
+        raise ValueError("prepare_bank: no sources to store")
+    fp = bank_fingerprint(rows, opts)
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    folder = root / fp[:16]
+    with open(root / f".{fp[:16]}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (folder / BANK_NAME).is_file():
+            return folder
+        folder.mkdir(exist_ok=True)
+        c = opts.chunk_sources
+        chunks = [(k, rows[k * c : (k + 1) * c]) for k in range(-(-len(rows) // c))]
+        todo = [
+            (str(folder), k, part, opts)
+            for k, part in chunks
+            if not (folder / _chunk_name(k, "json")).is_file()
+        ]
+        t0 = time.perf_counter()
+        log.info(
+            "source bank %s: %d sources, %d of %d chunks to build", folder, len(rows), len(todo), len(chunks)
+        )
+        workers = min(opts.workers or len(os.sched_getaffinity(0)), len(todo))
+        if workers > 1:
+            with multiprocessing.get_context("forkserver").Pool(workers) as pool:
+                for info in pool.imap_unordered(_build_chunk_args, todo):
+                    _log_chunk(info, len(chunks))
+        else:
+            for args in todo:
+                _log_chunk(build_chunk(*args), len(chunks))
+        infos = [json.loads((folder / _chunk_name(k, "json")).read_text()) for k, _ in chunks]
+        failed = [f for info in infos for f in info["failed"]]
+        by_reason = Counter(f["reason"] for f in failed)
+        n_ok = sum(len(info["ids"]) for info in infos)
+        if n_ok == 0:
+            raise ValueError(f"source bank {folder}: none of the {len(rows)} sources could be decoded "
+                             f"({dict(by_reason)}; e.g. {failed[0]['path']}: {failed[0]['detail']})")  # fmt: skip
+        stats = {
+            "version": BANK_VERSION, "fingerprint": fp, "options": asdict(opts), "sources": n_ok,
+            "failed": dict(sorted(by_reason.items())), "failed_examples": failed[:10], "chunks": len(chunks),
+            "samples": sum(sum(info["lengths"]) for info in infos),
+            "audio_bytes": sum((folder / _chunk_name(k, "audio")).stat().st_size for k, _ in chunks),
+            "energy_bytes": sum((folder / _chunk_name(k, "energy")).stat().st_size for k, _ in chunks)
+            if opts.energy else 0,
+            "blocks_bytes": sum((folder / _chunk_name(k, "blocks")).stat().st_size for k, _ in chunks),
+            "build_s": round(time.perf_counter() - t0, 2), "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }  # fmt: skip
+        _write_atomic(folder / BANK_NAME, json.dumps(stats, indent=1).encode())
+        log.info("source bank %s: %d sources, %.1f MB audio + %.1f MB energy, %d failed %s, %.1f s", folder, n_ok,
+                 stats["audio_bytes"] / 1e6, stats["energy_bytes"] / 1e6, len(failed), dict(by_reason),
+                 stats["build_s"])  # fmt: skip
+        return folder
+
+
+def _log_chunk(info: Mapping[str, Any], total: int) -> None:
+    for f in info["failed"]:
+        log.warning("source bank: %s (%s) left out: %s: %s", f["id"], f["path"], f["reason"], f["detail"])
+    log.info("source bank: chunk %d of %d (%d sources) in %.1f s", info["chunk"] + 1, total, len(info["ids"]),
+             info["seconds"])  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------ reading
+
+
+class BankSource:
+    """An int16 source of a bank as a read-only float32 sequence: `len`, slicing (dequantises the slice) and
+    `np.asarray` (the whole source) — what `render_mixture` does with a source."""
+
+    __slots__ = ("_q", "_scale")
+    ndim = 1
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, stored: np.ndarray, scale: float) -> None:
+        self._q, self._scale = stored, scale
+
+    def __len__(self) -> int:
+        return len(self._q)
+
+    @property
+    def shape(self) -> tuple[int]:
+        return (len(self._q),)
+
+    def __getitem__(self, key: Any) -> Any:
+        return dequantize(self._q[key], self._scale)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        x = dequantize(self._q, self._scale)
+        return x if dtype is None else x.astype(dtype, copy=False)
+
+
+class SourceBank:
+    """A complete bank, opened read-only: a `render_mixture` source loader with `AudioCache`'s interface
+    (`bank(id)` → float32, `loudness_db`, `weighted_energy` when stored, `block_energy`). Pickles as its path:
+    each process maps the files itself.
+
+    Nothing is copied per process: float32 banks return views of the map, int16 banks a `BankSource` that
+    dequantises only the samples a mixture reads (a 10-s window of a long background, not the whole file).
+    """
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = Path(folder)
+        meta_path = self.folder / BANK_NAME
+        if not meta_path.is_file():
+            raise ValueError(f"{self.folder}: not a complete source bank (no {BANK_NAME})")
+        self.meta = json.loads(meta_path.read_text())
+        if self.meta.get("version") != BANK_VERSION:
+            raise ValueError(
+                f"{self.folder}: bank version {self.meta.get('version')!r}, expected {BANK_VERSION}"
+            )
+        self.options = BankOptions(**self.meta["options"])
+        self.sample_rate = self.options.sample_rate
+        # id → (chunk, offset, length, scale, loudness_db, energy offset, blocks offset)
+        self._index: dict[str, tuple[int, int, int, float, float | None, int, int]] = {}
+        self.blocks_win_hop: tuple[int, int] | None = None
+        sizes = []
+        for k in range(int(self.meta["chunks"])):
+            info = json.loads((self.folder / _chunk_name(k, "json")).read_text())
+            self.blocks_win_hop = tuple(info["blocks_win_hop"])
+            blk = frame_block(*self.blocks_win_hop)
+            n_energy = n_blocks = 0
+            for j, sid in enumerate(info["ids"]):
+                n, e, b = info["lengths"][j], info["energy_offsets"][j], info["blocks_offsets"][j]
+                self._index[sid] = (k, info["offsets"][j], n, info["scales"][j], info["loudness_db"][j], e, b)
+                n_energy = max(n_energy, e + n + 1) if e >= 0 else n_energy
+                n_blocks = max(n_blocks, b + -(-n // blk)) if b >= 0 else n_blocks
+            sizes.append({"audio": sum(info["lengths"]), "energy": n_energy, "blocks": n_blocks})
+        self._check_sizes(sizes)
+        self._maps: dict[tuple[int, str], np.ndarray] = {}
+        self._computed_blocks: dict[tuple[str, int, int], np.ndarray] = {}
+        if not self.options.energy:
+            self.weighted_energy = None  # render_mixture then filters every piece itself
+
+    def _dtype(self, name: str) -> str:
+        return {"audio": "<i2" if self.options.dtype == "int16" else "<f4"}.get(name, "<f8")
+
+    def _check_sizes(self, sizes: list[dict[str, int]]) -> None:
+        for k, want in enumerate(sizes):
+            for name, n in want.items():
+                if name == "energy" and not self.options.energy:
+                    continue
+                p = self.folder / _chunk_name(k, name)
+                have = p.stat().st_size if p.is_file() else -1
+                if have != n * np.dtype(self._dtype(name)).itemsize:
+                    raise ValueError(f"{p}: {have} bytes, expected {n * np.dtype(self._dtype(name)).itemsize} "
+                                     f"(a damaged bank: delete {self.folder} to rebuild it)")  # fmt: skip
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"folder": str(self.folder)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["folder"])
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self._index)
+
+    def __contains__(self, source_id: object) -> bool:
+        return source_id in self._index
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def _map(self, k: int, name: str) -> np.ndarray:
+        m = self._maps.get((k, name))
+        if m is None:
+            p = self.folder / _chunk_name(k, name)
+            m = np.zeros(0, self._dtype(name))
+            if p.stat().st_size:
+                with open(p, "rb") as f:  # the mapping outlives the descriptor
+                    mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                m = np.frombuffer(mm, dtype=self._dtype(name))  # a plain read-only ndarray over the map
+            self._maps[(k, name)] = m
+        return m
+
+    def _entry(self, source_id: str) -> tuple[int, int, int, float, float | None, int, int]:
+        e = self._index.get(source_id)
+        if e is None:
+            raise KeyError(f"SourceBank {self.folder}: unknown source id {source_id!r}")
+        return e
+
+    def stored(self, source_id: str) -> tuple[np.ndarray, float]:
+        """(the stored samples as a read-only view of the map, scale)."""
+        k, off, n, scale = self._entry(source_id)[:4]
+        return self._map(k, "audio")[off : off + n], scale
+
+    def __call__(self, source_id: str) -> np.ndarray | BankSource:
+        """The source as `render_mixture` reads it: a view of the map (float32 banks) or a `BankSource`."""
+        stored, scale = self.stored(source_id)
+        if self.options.dtype == "float32":
+            return np.asarray(stored)
+        return BankSource(stored, scale)
+
+    def loudness_db(self, source_id: str) -> float:
+        """Loudness of the exact decoding (the manifest's when it had one, else measured at build)."""
+        loud = self._entry(source_id)[4]
+        return float("-inf") if loud is None else float(loud)
+
+    def weighted_energy(self, source_id: str) -> np.ndarray:  # replaced by None when the bank has none
+        """`AudioCache.weighted_energy` of an event source's exact decoding (a read-only view)."""
+        k, _, n, _, _, e, _ = self._entry(source_id)
+        if e < 0:
+            raise KeyError(f"SourceBank {self.folder}: no energy stored for {source_id!r} (not an event)")
+        return np.asarray(self._map(k, "energy")[e : e + n + 1])
+
+    def block_energy(self, source_id: str, win: int = 2400, hop: int = 1200) -> np.ndarray:
+        """`AudioCache.block_energy`: stored for backgrounds at the bank's frames, else computed (and kept)."""
+        k, _, n, _, _, _, b = self._entry(source_id)
+        if b >= 0 and (win, hop) == self.blocks_win_hop:
+            return np.asarray(self._map(k, "blocks")[b : b + -(-n // frame_block(win, hop))])
+        key = (source_id, win, hop)
+        if key not in self._computed_blocks:
+            from synth.loudness import source_block_energies
+
+            x = np.asarray(self(source_id))
+            self._computed_blocks[key] = source_block_energies(x, self.sample_rate, win, hop)
+        return self._computed_blocks[key]
+
+    def nbytes(self) -> dict[str, int]:
+        return {k: int(self.meta.get(f"{k}_bytes", 0)) for k in ("audio", "energy", "blocks")}

@@ -1,5 +1,5 @@
 """`python -m model.train --config configs/train/NAME.yaml [--out DIR] [--init CKPT] [--steps N] [--resume]
-[--mixtures DIR …] [--audio-text DIR …] [key=value …]`, and the same under `torchrun … -m model.train`.
+[--mixtures DIR …] [--online MANIFEST …] [--audio-text DIR …] [key=value …]`, and the same under `torchrun … -m model.train`.
 
 Exit codes: 0 done (or stopped by SIGTERM/SIGINT with a checkpoint), 1 training aborted, 2 bad arguments,
 configuration or data sources (one line on stderr naming the problem).
@@ -32,19 +32,23 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     p.add_argument("--mixtures", nargs="+", action="extend", default=None, metavar="DIR",
                    help="SED sources: replace the config's with one source per DIR (weight 1)")  # fmt: skip
+    p.add_argument("--online", nargs="+", action="extend", default=None, metavar="MANIFEST",
+                   help="SED sources synthesised in the loader: replace the config's with one online source per "
+                        "MANIFEST (train split, the data.mixture recipe, weight 1); with --mixtures, both")  # fmt: skip
     p.add_argument("--audio-text", nargs="+", action="extend", default=None, metavar="DIR",
                    help="global sources: replace the config's with one source per DIR (weight 1)")  # fmt: skip
     p.add_argument("--log-level", default="INFO")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. seed=1")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)  # key=value items may sit anywhere between the options
     # `--mixtures A B seed=1`: argparse hands key=value items after a list flag to the list; move them back
-    for name in ("mixtures", "audio_text"):
+    for name in ("mixtures", "online", "audio_text"):
         items = getattr(args, name)
         if items:
             setattr(args, name, [i for i in items if not _OVERRIDE_RE.match(i)])
             args.overrides = [i for i in items if _OVERRIDE_RE.match(i)] + args.overrides
             if not getattr(args, name):
-                p.error(f"--{name.replace('_', '-')} needs at least one folder")
+                what = "manifest" if name == "online" else "folder"
+                p.error(f"--{name.replace('_', '-')} needs at least one {what}")
     for item in args.overrides:
         if "=" not in item:
             p.error(f"unexpected argument {item!r} (overrides are key=value)")
@@ -64,9 +68,12 @@ def main(argv: list[str] | None = None) -> int:
         updates["run.steps"] = args.steps
     if args.init is not None:
         updates["init"] = args.init
-    if args.mixtures is not None:
+    if args.mixtures is not None or args.online is not None:
         updates["data.sed_sources"] = [
-            SourceConfig(f"mixtures{i}", d, 1.0) for i, d in enumerate(args.mixtures)
+            {"name": f"mixtures{i}", "shards": d, "weight": 1.0} for i, d in enumerate(args.mixtures or [])
+        ] + [
+            {"name": f"online{i}", "kind": "online", "manifest": m, "split": "train", "weight": 1.0}
+            for i, m in enumerate(args.online or [])
         ]
     if args.audio_text is not None:
         updates["data.global_sources"] = [

@@ -15,18 +15,41 @@ from typing import Any
 
 import yaml
 
+from synth.spec import MixtureConfig
+
 ALPHA_MODES = ("per_text", "shared")
 BETA_MODES = ("per_text", "shared")
 PRECISIONS = ("auto", "bf16", "fp32")
 
 
+SOURCE_KINDS = ("shards", "online")
+BANK_DTYPES = ("int16", "float32")
+
+
 @dataclass(frozen=True)
 class SourceConfig:
-    """One data source of a stream: shards (folder, glob, brace pattern or URI) drawn with `weight`."""
+    """One data source of a stream, drawn with `weight`: shards (folder, glob, brace pattern or URI), or
+    (SED only) `kind: online` — mixtures synthesised in the loader from a manifest's `split` (model.train.online)."""
 
     name: str = ""
     shards: str = ""
     weight: float = 1.0  # per-sample probability within the stream, after normalising over its sources
+    kind: str = "shards"  # "shards" | "online"
+    manifest: str = ""  # online: source manifest (pipelines/caption.py or render_mixtures.py writes one)
+    split: str = "train"  # online: which split's sources to mix
+    mixture: MixtureConfig = field(default_factory=MixtureConfig)  # online: over data.mixture
+
+
+@dataclass(frozen=True)
+class BankConfig:
+    """The decoded-source bank of the online sources (synth.bank): one memory-mapped copy per machine."""
+
+    dir: str = ""  # ours: "" = OUT/bank; a node-local disk under multi-node runs
+    dtype: str = "int16"  # ours: int16, a scale per source (exact for 16-bit 48-kHz files) | float32
+    energy: bool = True  # ours: events' cumulative A-weighted energy (8 B per event sample; faster relabel)
+    parts: int = 1  # ours: split the sources into this many parts; rank r mixes part r·parts // world
+    build_workers: int = 0  # processes decoding the bank (0 = one per core)
+    chunk_sources: int = 256  # sources per bank file (the unit of parallel and resumed building)
 
 
 @dataclass(frozen=True)
@@ -69,6 +92,8 @@ class DataConfig:
     n_slots: int = 0  # ours: 0 = slots_per_clip × per-rank SED batch; larger to drop fewer texts
     overflow: str = "drop"  # "drop" (counted) | "grow" (never drop: as many slots as texts) | "error"
     min_overlap: float = 0.0  # frame label rule: any positive overlap makes a frame active
+    mixture: MixtureConfig = field(default_factory=MixtureConfig)  # §4.2 / App. C.4: online sources' recipe
+    bank: BankConfig = field(default_factory=BankConfig)
 
 
 @dataclass(frozen=True)
@@ -198,7 +223,10 @@ def _build(kind: type, d: Any, where: str) -> Any:
         prefix = f"{where}." if where else ""
         raise ValueError(f"unknown config key(s): {', '.join(prefix + k for k in unknown)}")
     kwargs = {k: _convert(v, hints[k], f"{where}.{k}" if where else k) for k, v in d.items()}
-    return kind(**kwargs)
+    try:
+        return kind(**kwargs)
+    except ValueError as e:  # the dataclass's own checks (e.g. MixtureConfig)
+        raise ValueError(f"{where}: {e}" if where else str(e)) from None
 
 
 def _set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
@@ -259,12 +287,35 @@ def load(path: str | Path | None, overrides: list[str] = (), **updates: Any) -> 
     for key, value in updates.items():
         _check_override_path(key)
         _set_dotted(raw, key, value)
+    _merge_mixture_defaults(raw)
     try:
         cfg = _build(TrainConfig, raw, "")
     except ValueError as e:
         raise ValueError(f"{path}: {e}" if path is not None else str(e)) from None
     validate(cfg)
     return cfg
+
+
+def _merge_mixture_defaults(raw: dict[str, Any]) -> None:
+    """Each online SED source's `mixture` = `data.mixture` with the source's own fields on top."""
+    data = raw.get("data")
+    if not isinstance(data, dict) or not isinstance(data.get("sed_sources"), list):
+        return
+    base = data.get("mixture") or {}
+    if not isinstance(base, dict):
+        return  # _build reports it
+    for src in data["sed_sources"]:
+        if isinstance(src, dict) and src.get("kind") == "online":
+            own = src.get("mixture") or {}
+            if isinstance(own, dict):
+                src["mixture"] = _deep_merge(base, own)
+
+
+def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def validate(cfg: TrainConfig) -> None:
@@ -305,8 +356,20 @@ def validate(cfg: TrainConfig) -> None:
         raise ValueError("data.sed_sources is empty (give --mixtures DIR or list sources in the config)")
     for stream, sources in (("global_sources", d.global_sources), ("sed_sources", d.sed_sources)):
         for i, s in enumerate(sources):
-            if not s.shards:
-                raise ValueError(f"data.{stream}[{i}] ({s.name or 'unnamed'}) has no shards")
+            where = f"data.{stream}[{i}] ({s.name or s.shards or s.manifest or 'unnamed'})"
+            if s.kind not in SOURCE_KINDS:
+                raise ValueError(f"{where} kind must be one of {SOURCE_KINDS}, got {s.kind!r}")
+            if s.kind == "online":
+                if stream != "sed_sources":
+                    raise ValueError(
+                        f"{where}: online sources synthesise SED mixtures; list them in data.sed_sources"
+                    )
+                if not s.manifest:
+                    raise ValueError(f"{where}: an online source needs a manifest")
+                if s.split not in ("train", "heldout"):
+                    raise ValueError(f"{where} split must be train or heldout, got {s.split!r}")
+            elif not s.shards:
+                raise ValueError(f"{where} has no shards")
             if not s.weight > 0:
                 raise ValueError(
                     f"data.{stream}[{i}] ({s.name or s.shards}) weight must be > 0, got {s.weight}"
@@ -316,6 +379,12 @@ def validate(cfg: TrainConfig) -> None:
     if d.num_workers < 0 or d.shuffle_buffer < 1 or d.interval_steps < 1 or d.slots_per_clip < 1:
         raise ValueError("data.num_workers >= 0, data.shuffle_buffer >= 1, data.interval_steps >= 1 and "
                          "data.slots_per_clip >= 1 are required")  # fmt: skip
+    b = d.bank
+    if b.dtype not in BANK_DTYPES:
+        raise ValueError(f"data.bank.dtype must be one of {BANK_DTYPES}, got {b.dtype!r}")
+    if b.parts < 1 or b.build_workers < 0 or b.chunk_sources < 1:
+        raise ValueError("data.bank.parts >= 1, data.bank.build_workers >= 0 and data.bank.chunk_sources >= 1 "
+                         "are required")  # fmt: skip
     if o.text_lr_scale < 0:
         raise ValueError(f"optim.text_lr_scale must be >= 0, got {o.text_lr_scale}")
     if o.warmup_steps < 0 or o.total_steps < 1 or o.warmup_steps >= o.total_steps:

@@ -22,6 +22,15 @@ the stream's sources). Within an interval each virtual worker walks its share of
 takes every G-th shard; with fewer shards than workers, workers share a shard and take every k-th sample)
 and shuffles samples through a buffer of references.
 
+Online sources
+--------------
+A SED source of kind ``online`` (``model.train.online``) has no shards: each of its samples is a mixture
+synthesised in the worker from a memory-mapped source bank, exactly what the shard pipeline would render for the
+same spec, and goes through the same label code as a shard sample. Its spec seeds derive from
+``(seed, stream, source, rank, v, c)`` and its n-th mixture of the interval is spec index n, so fast-forwarding
+only counts mixtures. Per-source counters of the renderer (events placed, unplaceable, dropped by relabeling,
+clip scaling, …) travel with the batch (``online``: ``source/counter`` → count).
+
 Bad data
 --------
 A sample whose JSON or audio cannot be read, or whose labels are malformed, is skipped, logged with its
@@ -40,6 +49,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,7 +58,8 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from model.text_slots import build_text_slots, normalize_text
-from model.train.config import DataConfig, SourceConfig
+from model.train.config import BankConfig, DataConfig, SourceConfig
+from model.train.online import MixtureRef, OnlineSource, resolve_online, spec_seed
 from model.train.shards import SampleRef, expand_shards, iter_refs, open_shard, read_member
 from synth.audio import resample
 
@@ -71,11 +82,31 @@ class Source:
     weight: float
 
 
-def resolve_sources(sources: Sequence[SourceConfig], stream: str) -> list[Source]:
-    """Expand every source's shard pattern; a source that matches no file raises DataError naming it."""
-    out = []
+@dataclass(frozen=True)
+class BankPlace:
+    """Where and for which rank online sources build their source bank."""
+
+    root: Path
+    bank: BankConfig
+    rank: int = 0
+    world: int = 1
+
+
+def resolve_sources(sources: Sequence[SourceConfig], stream: str,
+                    bank: BankPlace | None = None) -> list[Source | OnlineSource]:  # fmt: skip
+    """Expand every source's shard pattern (a source that matches no file raises DataError naming it); online
+    sources get their source bank (built under `bank.root` when missing)."""
+    out: list[Source | OnlineSource] = []
     for i, s in enumerate(sources):
         name = s.name or f"{stream}{i}"
+        if s.kind == "online":
+            if bank is None:
+                raise DataError(f"data source {name!r} ({stream} stream): online sources need a bank folder")
+            try:
+                out.append(resolve_online(s, name, bank.bank, bank.root, bank.rank, bank.world))
+            except ValueError as e:
+                raise DataError(str(e)) from None
+            continue
         files = expand_shards(s.shards)
         if not files:
             raise DataError(f"data source {name!r} ({stream} stream): no shard file matches {s.shards!r}")
@@ -178,16 +209,22 @@ class StreamSampler:
         self.skipped: Counter = Counter()
         g, n_workers = rank * n_vworkers + vworker, world * n_vworkers
         self.walkers = [
-            _SourceWalker(s, [seed, sid, i, interval], g, n_workers, self.files, self.skipped)
+            None if isinstance(s, OnlineSource)
+            else _SourceWalker(s, [seed, sid, i, interval], g, n_workers, self.files, self.skipped)
             for i, s in enumerate(self.sources)
-        ]
+        ]  # fmt: skip
+        self.spec_seeds = [spec_seed(seed, sid, i, rank, vworker, interval) for i in range(len(self.sources))]
+        self.mixtures = [0] * len(self.sources)  # online sources: mixtures drawn in this interval
         w = np.array([s.weight for s in self.sources], dtype=np.float64)
         self.probs = w / w.sum()
         self.rng = np.random.default_rng([seed, sid, rank, vworker, interval, 0xB0F])
         self.buffers: list[list[SampleRef]] = [[] for _ in self.sources]
 
-    def next_ref(self) -> tuple[int, SampleRef]:
+    def next_ref(self) -> tuple[int, SampleRef | MixtureRef]:
         s = int(self.rng.choice(len(self.sources), p=self.probs)) if len(self.sources) > 1 else 0
+        if self.walkers[s] is None:
+            self.mixtures[s] += 1
+            return s, MixtureRef(self.spec_seeds[s], self.mixtures[s] - 1)
         buf = self.buffers[s]
         while len(buf) < self.buffer:
             ref = next(self.walkers[s].it)
@@ -330,6 +367,17 @@ def sed_events(rec: Mapping[str, Any], rng: np.random.Generator, tag_prob: float
     return out
 
 
+def sed_labels(rec: Mapping[str, Any], rng: np.random.Generator, tag_prob: float) -> dict[str, Any]:
+    """A mixture record's events (C.6 tag swaps drawn from `rng`) cut at its real duration, on the 10-s grid of
+    the (padded) clip the model sees. clip_segments has checked every segment, so the batch's frame labels
+    cannot fail on this sample. Shard and online samples alike."""
+    events = sed_events(rec, rng, tag_prob)
+    duration = float(rec.get("duration", CLIP_SECONDS))
+    if not duration > 0:
+        raise BadSample("bad_labels", f"duration {duration!r} is not positive")
+    return {"events": clip_segments(events, min(duration, CLIP_SECONDS)), "duration": CLIP_SECONDS}
+
+
 def clip_segments(events: list[dict[str, Any]], duration: float) -> list[dict[str, Any]]:
     """Segments cut at the clip's real length (audio past it is zero padding, never an event)."""
     out = []
@@ -374,6 +422,7 @@ class _Interval:
     index: int
     samplers: dict[str, StreamSampler]
     accepted: dict[str, int]
+    online: Counter  # (source, counter) → count since the last batch
 
 
 class TrainStream(IterableDataset):
@@ -429,7 +478,7 @@ class TrainStream(IterableDataset):
             )  # fmt: skip
             for name in self.batch
         }
-        self._interval = _Interval(c, samplers, dict.fromkeys(self.batch, 0))
+        self._interval = _Interval(c, samplers, dict.fromkeys(self.batch, 0), Counter())
         first = c * self.cfg.interval_steps
         first += (self._vworker - first) % self.n_vworkers
         for _ in range(first, t, self.n_vworkers):
@@ -448,6 +497,16 @@ class TrainStream(IterableDataset):
             rng = np.random.default_rng(
                 [self.seed, _STREAM_ID[stream], self.rank, self._vworker, iv.index, n]
             )
+            if isinstance(ref, MixtureRef):  # online: never skipped, so fast-forwarding only counts
+                iv.accepted[stream] = n + 1
+                if not build:
+                    return None
+                wave, rec, counters = sampler.sources[s].render(ref)
+                iv.online.update({(source, k): v for k, v in counters.items()})
+                if self.cfg.augment_in != "step":
+                    wave = to_float(wave)  # = the float decoding of the shard's FLAC
+                out = {**sed_labels(rec, rng, self.cfg.tag_prob), "wave": fit_length(wave)}
+                return self._finish(out, rng, f"{source}/{ref.key}")
             try:
                 files = sampler.read(ref)
                 rec = _parse_json(files)
@@ -455,14 +514,7 @@ class TrainStream(IterableDataset):
                 if stream == "global":
                     out = {"text": global_text(rec, rng)}
                 else:
-                    events = sed_events(rec, rng, self.cfg.tag_prob)
-                    duration = float(rec.get("duration", CLIP_SECONDS))
-                    if not duration > 0:
-                        raise BadSample("bad_labels", f"duration {duration!r} is not positive")
-                    events = clip_segments(events, min(duration, CLIP_SECONDS))
-                    # labels live on the 10-s grid of the (padded) clip the model sees; clip_segments has
-                    # checked every segment, so the batch's frame labels cannot fail on this sample
-                    out = {"events": events, "duration": CLIP_SECONDS}
+                    out = sed_labels(rec, rng, self.cfg.tag_prob)
             except (BadSample, OSError, ValueError, TypeError) as e:
                 if isinstance(e, BadSample):
                     reason = e.reason
@@ -473,15 +525,17 @@ class TrainStream(IterableDataset):
             iv.accepted[stream] = n + 1
             if not build:
                 return None
-            out["wave"], out["resampled_to"] = augment(
-                wave,
-                rng,
-                self.cfg.resample_prob,
-                self.cfg.resample_rates,
-                apply=self.cfg.augment_in == "loader",
-            )
-            out["key"] = f"{source}/{ref.key}"
-            return out
+            out["wave"] = wave
+            return self._finish(out, rng, f"{source}/{ref.key}")
+
+    def _finish(self, out: dict[str, Any], rng: np.random.Generator, key: str) -> dict[str, Any]:
+        """C.5 augmentation (drawn here; applied here or in the step) and the sample's key."""
+        out["wave"], out["resampled_to"] = augment(
+            out["wave"], rng, self.cfg.resample_prob, self.cfg.resample_rates,
+            apply=self.cfg.augment_in == "loader",
+        )  # fmt: skip
+        out["key"] = key
+        return out
 
     def batch_for(self, t: int) -> dict[str, Any]:
         """The per-rank batch of step t (global clips first, then SED clips)."""
@@ -494,6 +548,8 @@ class TrainStream(IterableDataset):
             skipped.update(sampler.skipped)
             sampler.skipped.clear()
         batch["skipped"] = {f"{src}/{reason}": n for (src, reason), n in sorted(skipped.items())}
+        batch["online"] = {f"{src}/{k}": n for (src, k), n in sorted(self._interval.online.items())}
+        self._interval.online.clear()
         batch["step"] = t
         batch["data_time"] = time.perf_counter() - t0
         return batch

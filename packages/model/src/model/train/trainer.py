@@ -24,8 +24,9 @@ from model.flam import FLAM
 from model.loss import LossWeights
 from model.train import state as ckpt_state
 from model.train.config import TrainConfig, resolve_text_path, to_yaml
-from model.train.data import TrainStream, make_loader, resolve_sources
+from model.train.data import BankPlace, TrainStream, make_loader, resolve_sources
 from model.train.log import TrainLog
+from model.train.online import COUNTERS, OnlineSource
 from model.train.schedule import lr_at
 from model.train.step import StepInputs, training_losses
 
@@ -146,7 +147,7 @@ class Trainer:
         d = cfg.data
         self.sources = {
             "global": resolve_sources(d.global_sources, "global") if d.global_batch > 0 else [],
-            "sed": resolve_sources(d.sed_sources, "sed") if d.sed_batch > 0 else [],
+            "sed": [],
         }
         if self.rank == 0:
             probe = self.out / f".write-test-{os.getpid()}"
@@ -157,6 +158,12 @@ class Trainer:
             except OSError as e:
                 raise ValueError(f"output folder {self.out} is not writable ({e})") from None
         self._barrier()
+        if d.sed_batch > 0:  # after the output check: online sources build their bank in OUT/bank by default
+            place = BankPlace(
+                Path(d.bank.dir) if d.bank.dir else self.out / "bank", d.bank, self.rank, self.world
+            )
+            self.sources["sed"] = resolve_sources(d.sed_sources, "sed", place)
+        self.online_names = [s.name for s in self.sources["sed"] if isinstance(s, OnlineSource)]
         resume_from = ckpt_state.latest_checkpoint(self.out) if self.resume else None
         if self.resume and resume_from is None and self.rank == 0:
             log.warning(
@@ -276,6 +283,14 @@ class Trainer:
         dist.all_reduce(t, op=op)
         return t.tolist()
 
+    def _union_keys(self, keys: list[str]) -> list[str]:
+        """The sorted union of every rank's `keys` (unchanged on one process)."""
+        if not self.distributed:
+            return keys
+        gathered: list[Any] = [None] * self.world
+        dist.all_gather_object(gathered, keys)
+        return sorted({k for ks in gathered for k in ks})
+
     def _log_info(self, text: str) -> None:
         if self.rank == 0:
             log.info(text)
@@ -338,6 +353,7 @@ class Trainer:
             for k in ("n_resampled", "n_events", "n_tag_swaps"):
                 since[k] += int(batch.get(k, 0))
             skipped_by_source.update(batch["skipped"])
+            since.update({f"online/{k}": v for k, v in batch.get("online", {}).items()})
             if batch["skipped"]:
                 log.warning("rank %d step %d skipped samples: %s", self.rank, self.step, batch["skipped"])
             self.step += 1
@@ -375,7 +391,10 @@ class Trainer:
         return self._all_reduce([flag], dist.ReduceOp.MAX)[0] > 0
 
     def _write_log(self, report: dict[str, float], since: Counter, steps: int, elapsed: float) -> None:
-        keys = ("skipped_samples", "dropped_texts", "unique_texts", "n_resampled", "n_events", "n_tag_swaps")
+        online = [f"online/{name}/{c}" for name in self.online_names for c in COUNTERS]
+        online += self._union_keys(sorted(k for k in since if k.startswith("online/") and k not in online))
+        keys = ("skipped_samples", "dropped_texts", "unique_texts", "n_resampled", "n_events", "n_tag_swaps",
+                *online)  # fmt: skip
         totals = dict(zip(keys, self._all_reduce([float(since[k]) for k in keys]), strict=True))
         wait = self._all_reduce([since["data_wait_s"]], dist.ReduceOp.MAX)[0]
         rec = {
@@ -396,6 +415,9 @@ class Trainer:
             "grad_norm": report["grad_norm"],
             "logit_scale": report["logit_scale"],
             "bad_steps": int(since["bad_steps"]),
+            # online SED sources: the renderer's per-source counters (model.train.online.COUNTERS on every line,
+            # other notes when they occur), all ranks
+            **{k: int(totals[k]) for k in online},
         }
         self.tlog.write(rec)
 

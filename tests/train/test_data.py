@@ -18,6 +18,7 @@ import torch
 from model.text_slots import normalize_text
 from model.train.config import DataConfig, SourceConfig
 from model.train.data import (
+    BankPlace,
     DataError,
     TrainStream,
     collate,
@@ -42,10 +43,12 @@ def data_cfg(root: Path, **kw) -> DataConfig:
     return replace(base, **kw)
 
 
-def stream(cfg: DataConfig, start: int = 0, end: int = 12, rank: int = 0, world: int = 1, seed: int = 0):
+def stream(cfg: DataConfig, start: int = 0, end: int = 12, rank: int = 0, world: int = 1, seed: int = 0,
+           bank: BankPlace | None = None):  # fmt: skip
+    """A stream as the trainer builds it (`bank`: where online sources find their source bank)."""
     sources = {
         "global": resolve_sources(cfg.global_sources, "global") if cfg.global_batch else [],
-        "sed": resolve_sources(cfg.sed_sources, "sed") if cfg.sed_batch else [],
+        "sed": resolve_sources(cfg.sed_sources, "sed", bank) if cfg.sed_batch else [],
     }
     return TrainStream(cfg, sources, seed, 32, rank, world, start, end)
 

@@ -1,0 +1,377 @@
+"""SED source kind `online`: mixtures synthesised in the loader from a source bank (model.train.online,
+synth.bank) — equal to the shard pipeline's, deterministic, resumable, counted; the bank's build and sharing."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tarfile
+import threading
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from model.train.config import BankConfig, DataConfig, SourceConfig, load
+from model.train.data import BankPlace, DataError, make_loader, resolve_sources
+from model.train.online import MixtureRef, OnlineSource, bank_part
+from synth import bank as bank_mod
+from synth.bank import BankOptions, BankSource, SourceBank, bank_rows, prepare_bank, quantize_source
+from synth.manifest import read_manifest, write_manifest
+from synth.render import render_mixture
+from synth.shard_fns import RenderMixtureShardFn
+from synth.spec import MixtureConfig, sample_spec
+from tests.conftest import REPO_ROOT
+from tests.train.test_data import batches, data_cfg, same, stream
+
+N_SHARD_MIXTURES = 32  # what the train_shards fixture renders (seed 0)
+N_COMPARED = 16  # of those, compared with the online ones
+
+
+def online_cfg(shards: Path, **kw) -> SourceConfig:
+    return SourceConfig("gen", kind="online", manifest=str(shards / "manifest.parquet"), **kw)
+
+
+@pytest.fixture(scope="session")
+def banks(train_shards, tmp_path_factory) -> dict[str, Path]:
+    """The train split's source bank of the fixture's manifest, int16 and float32 (built once, in-process)."""
+    root = tmp_path_factory.mktemp("banks")
+    rows = bank_rows(read_manifest(train_shards / "manifest.parquet").to_pylist(), "train")
+    return {
+        dt: prepare_bank(rows, root, BankOptions(dtype=dt, workers=1, chunk_sources=32))
+        for dt in ("int16", "float32")
+    }
+
+
+@pytest.fixture
+def place(banks) -> BankPlace:
+    """Where the trainer finds the session's int16 bank (same options: found, not rebuilt)."""
+    return BankPlace(banks["int16"].parent, BankConfig(build_workers=1, chunk_sources=32))
+
+
+def source(train_shards: Path, folder: Path, mixture: MixtureConfig | None = None) -> OnlineSource:
+    return OnlineSource("gen", 1.0, str(train_shards / "manifest.parquet"), "train", mixture or MixtureConfig(),
+                        str(folder), 0, 1)  # fmt: skip
+
+
+def shard_samples(folder: Path) -> dict[str, dict[str, bytes]]:
+    out: dict[str, dict[str, bytes]] = {}
+    for p in sorted(folder.glob("shard-*.tar")):
+        with tarfile.open(p) as tar:
+            for m in tar:
+                key, ext = m.name.split(".", 1)
+                out.setdefault(key, {})[ext] = tar.extractfile(m).read()
+    return out
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int16"])
+def test_online_mixtures_equal_the_shard_pipeline(train_shards, banks, dtype):
+    """Mixture i of seed 0 made online = mixture i of `render_mixtures.py --seed 0` (the fixture's shards, and
+    the pipeline's own DoFn and cache for the float audio before FLAC): same spec, same labels, same counters;
+    audio bit-identical with a float32 bank, within the int16 bank's rounding otherwise."""
+    mix = train_shards / "mixtures" / "train"
+    cfg = MixtureConfig()
+    fn = RenderMixtureShardFn(
+        str(mix), "", N_SHARD_MIXTURES, 8, str(mix / "sources.parquet"), "train", 0, cfg
+    )
+    fn.setup()
+    stored = shard_samples(mix)
+    assert len(stored) == N_SHARD_MIXTURES
+    online = source(train_shards, banks[dtype])
+    bank, pool = online.open()
+    worst = 0.0
+    for i in range(N_COMPARED):
+        key = f"{i:08d}" if f"{i:08d}" in stored else sorted(stored)[i]
+        pipe = render_mixture(sample_spec(fn.pool, cfg, 0, i), fn.cache, cfg)  # the shard path, before FLAC
+        ours = render_mixture(sample_spec(pool, cfg, 0, i), bank, cfg)
+        q, rec, counters = online.render(MixtureRef(0, i), full_spec=True)
+        q2, rec2, counters2 = online.render(MixtureRef(0, i))  # what the loader gets
+        assert np.array_equal(q, q2) and rec2["events"] == rec["events"] and counters2 == counters
+        assert rec2["spec"] == {"seed": 0, "index": i}
+        shard_rec = json.loads(stored[key]["json"])
+        shard_q, sr = sf.read(io.BytesIO(stored[key]["flac"]), dtype="int16")
+        _, _, stats = next(iter(fn.samples(range(i, i + 1))))
+        assert sr == 48000 and q.dtype == np.int16 and len(q) == len(shard_q)
+        assert rec["spec"] == shard_rec["spec"], f"mixture {i}: spec differs"
+        assert rec["events"] == shard_rec["events"], f"mixture {i}: labels differ"
+        assert rec["duration"] == shard_rec["duration"]
+        assert counters == Counter(stats), f"mixture {i}: counters {counters} != sidecar stats {stats}"
+        if dtype == "float32":
+            assert np.array_equal(ours.audio, pipe.audio), f"mixture {i}: audio differs"
+            assert np.array_equal(q, shard_q), f"mixture {i}: 16-bit samples differ from the shard's FLAC"
+        else:
+            worst = max(worst, float(np.max(np.abs(ours.audio - pipe.audio))))
+            assert np.max(np.abs(q.astype(int) - shard_q.astype(int))) <= 1
+    assert worst <= 1e-4  # int16 with a per-source scale: ~96 dB below each source's peak (measured 1.7e-5)
+
+
+def test_bank_stores_16_bit_sources_exactly_and_others_to_their_peak():
+    rng = np.random.default_rng(0)
+    pcm = rng.integers(-20000, 20000, 4800).astype(np.float32) / 32768  # a 16-bit file's float decoding
+    q, scale = quantize_source(pcm, "int16")
+    assert scale == 2.0**-15 and np.array_equal(BankSource(q, scale)[:], pcm)
+    quiet = (rng.standard_normal(4800) * 1e-3).astype(np.float32)  # resampled / 24-bit: not on the grid
+    q, scale = quantize_source(quiet, "int16")
+    x = np.asarray(BankSource(q, scale))
+    assert np.max(np.abs(x - quiet)) <= np.max(np.abs(quiet)) / 65534 * 1.001
+    view = BankSource(q, scale)
+    assert len(view) == 4800 and view.shape == (4800,) and np.array_equal(view[100:200], x[100:200])
+    same32, one = quantize_source(quiet, "float32")
+    assert one == 1.0 and np.array_equal(same32, quiet)
+
+
+def test_online_stream_is_deterministic_and_seeded(train_shards, place):
+    cfg = data_cfg(train_shards, sed_sources=(online_cfg(train_shards),), global_batch=0, sed_batch=3)
+    a, b = batches(cfg, 0, 3, bank=place), batches(cfg, 0, 3, bank=place)
+    assert all(same(a[t], b[t]) for t in a)
+    c = batches(cfg, 0, 3, bank=place, seed=1)
+    assert not any(torch.equal(a[t]["wave"], c[t]["wave"]) for t in a)
+    keys = [k for t in a for k in a[t]["keys"]]
+    assert len(set(keys)) == len(keys) and all(k.startswith("gen/") for k in keys)
+    batch = a[0]
+    assert batch["wave"].dtype == torch.int16 and batch["wave"].shape == (3, 480000)
+    assert batch["online"]["gen/mixtures"] == 3 and batch["online"]["gen/events_placed"] >= 3
+    assert batch["skipped"] == {}
+
+
+@pytest.mark.parametrize("workers,start", [(0, 7), (2, 7), (3, 4)])
+def test_online_and_shards_resume_mid_interval_exactly(train_shards, place, workers, start):
+    """Online mixed with shard sources by weight: steps [start, 12) of a fresh stream equal those of a stream
+    started at 0 (fast-forward counts mixtures without rendering them)."""
+    sed = (
+        SourceConfig("mix", str(train_shards / "mixtures" / "train"), 1.0),
+        online_cfg(train_shards, weight=1.0),
+    )
+    cfg = data_cfg(train_shards, sed_sources=sed, num_workers=workers, sed_batch=3)
+    straight = batches(cfg, 0, 12, bank=place)
+    resumed = batches(cfg, start, 12, bank=place)
+    for t in range(start, 12):
+        assert same(straight[t], resumed[t]), f"step {t} differs after resuming at {start}"
+        assert straight[t]["online"] == resumed[t]["online"]
+    sources = Counter(k.split("/")[0] for t in straight for k in straight[t]["keys"])
+    assert sources["gen"] > 0 and sources["mix"] > 0 and sources["at"] > 0
+
+
+@pytest.mark.slow  # starting forkserver workers takes 15–80 s on the shared 2-core machine
+def test_online_loader_processes_match_the_oracle(train_shards, place):
+    """Two forkserver workers (the source pickles as its settings and maps the bank itself) give the
+    oracle's batches, resumed at an odd step."""
+    cfg = data_cfg(train_shards, sed_sources=(online_cfg(train_shards),), global_batch=0, num_workers=2)
+    oracle = batches(cfg, 3, 7, bank=place)
+    got = list(make_loader(stream(cfg, 3, 7, bank=place)))
+    assert [b["step"] for b in got] == list(range(3, 7))
+    for b in got:
+        assert same(b, oracle[b["step"]]) and b["online"] == oracle[b["step"]]["online"]
+
+
+def test_bank_build_resumes_after_a_kill_and_concurrent_builders_wait(
+    train_shards, banks, tmp_path, monkeypatch
+):
+    rows = bank_rows(read_manifest(train_shards / "manifest.parquet").to_pylist(), "train")
+    opts = BankOptions(dtype="int16", workers=1, chunk_sources=32)
+    done = banks["int16"]
+    # a build killed after chunks 0 and 2: bank.json and chunk 1 missing (its .json is written last)
+    root = tmp_path / "root"
+    part = root / done.name
+    shutil.copytree(done, part)
+    (part / "bank.json").unlink()
+    for ext in ("json", "audio"):
+        (part / f"chunk-000001.{ext}").unlink()
+    built = []
+    real = bank_mod.build_chunk
+    monkeypatch.setattr(bank_mod, "build_chunk", lambda *a: built.append(a[1]) or real(*a))
+    kept = (part / "chunk-000000.audio").stat().st_mtime_ns
+    assert prepare_bank(rows, root, opts) == part
+    assert built == [1] and (part / "chunk-000000.audio").stat().st_mtime_ns == kept
+    for ext in ("audio", "energy", "blocks"):
+        assert (part / f"chunk-000001.{ext}").read_bytes() == (done / f"chunk-000001.{ext}").read_bytes()
+    info = [json.loads((d / "chunk-000001.json").read_text()) for d in (part, done)]
+    assert [{k: v for k, v in i.items() if k != "seconds"} for i in info] == [
+        {k: v for k, v in i.items() if k != "seconds"} for i in info[::-1]
+    ]
+    # two builders at once: the second waits for the first's lock, then finds the bank complete
+    built.clear()
+    fresh = tmp_path / "fresh"
+    folders = []
+    threads = [
+        threading.Thread(target=lambda: folders.append(prepare_bank(rows, fresh, opts))) for _ in range(2)
+    ]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert len(folders) == 2 and folders[0] == folders[1]
+    assert sorted(built) == [0, 1, 2]  # every chunk built once
+    assert SourceBank(folders[0]).meta["sources"] == SourceBank(done).meta["sources"]
+
+
+def test_damaged_bank_is_a_clear_error(banks, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(banks["int16"], copy)
+    data = (copy / "chunk-000000.audio").read_bytes()
+    (copy / "chunk-000000.audio").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"chunk-000000\.audio: .* bytes, expected .*damaged bank"):
+        SourceBank(copy)
+    with pytest.raises(ValueError, match="not a complete source bank"):
+        SourceBank(tmp_path)
+
+
+def test_undecodable_sources_are_left_out_and_counted(train_shards, tmp_path):
+    table = read_manifest(train_shards / "manifest.parquet")
+    rows = table.to_pylist()
+    events = [r for r in rows if r["split"] == "train" and r["kind"] == "event"]
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF not really a wave file")
+    events[0]["path"] = str(tmp_path / "gone.wav")
+    events[1]["path"] = str(broken)
+    manifest = tmp_path / "manifest.parquet"
+    write_manifest(rows, manifest)
+    cfg = SourceConfig("gen", kind="online", manifest=str(manifest))
+    src = resolve_sources([cfg], "sed", BankPlace(tmp_path / "bank", BankConfig(build_workers=1)))[0]
+    bank, pool = src.open()
+    assert sum(bank.meta["failed"].values()) == 2 and bank.meta["failed"].get("missing_file") == 1
+    ids = {s.id for s in (*pool.sfx, *pool.general)}
+    assert events[0]["id"] not in ids and events[1]["id"] not in ids and len(ids) > 10
+    for i in range(20):  # mixtures never use a left-out source
+        _, rec, counters = src.render(MixtureRef(5, i), full_spec=True)
+        assert counters["mixtures"] == 1
+        assert not {e["id"] for e in rec["spec"]["events"]} & {events[0]["id"], events[1]["id"]}
+
+
+def test_bank_parts_split_the_sources_and_map_ranks_by_node(train_shards):
+    rows = read_manifest(train_shards / "manifest.parquet").to_pylist()
+    whole = {r["id"] for r in bank_rows(rows, "train")}
+    parts = [{r["id"] for r in bank_rows(rows, "train", p, 3)} for p in range(3)]
+    assert set.union(*parts) == whole and sum(map(len, parts)) == len(whole) and all(parts)
+    # 2 nodes × 4 ranks (torchrun numbers ranks node by node), 2 parts: one part per node
+    assert [bank_part(r, 8, 2) for r in range(8)] == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert [bank_part(r, 4, 1) for r in range(4)] == [0, 0, 0, 0]
+
+
+def test_online_config_from_yaml_and_overrides(tmp_path):
+    y = tmp_path / "c.yaml"
+    y.write_text(
+        "data:\n  sed_batch: 4\n  mixture: {max_events: 4, relabel: {threshold_db: -60}}\n"
+        "  sed_sources:\n"
+        "    - {name: a, kind: online, manifest: m.parquet, weight: 0.5, mixture: {min_events: 2}}\n"
+        "    - {name: b, shards: data/x, weight: 0.5}\n"
+        "loss: {clip: 0}\nmodel: {text_path: x}\n"
+    )
+    cfg = load(y, ["data.mixture.snr_db=[10, 20]", "data.bank.dtype=float32"])
+    a, b = cfg.data.sed_sources
+    assert a.kind == "online" and b.kind == "shards" and a.split == "train"
+    assert (a.mixture.min_events, a.mixture.max_events, a.mixture.snr_db) == (2, 4, (10.0, 20.0))
+    assert a.mixture.relabel.threshold_db == -60 and cfg.data.bank.dtype == "float32"
+    again = load(
+        None,
+        ["data.sed_batch=4", "loss.clip=0"],
+        **{"data.sed_sources": [cfg.to_dict()["data"]["sed_sources"][0]]},
+    )
+    assert (
+        again.data.sed_sources[0].mixture == a.mixture
+    )  # the resolved config.yaml reloads to the same recipe
+
+
+@pytest.mark.parametrize(
+    "src,extra,message",
+    [
+        ({"name": "g", "kind": "online", "manifest": "m"}, ["data.global_batch=4", "loss.clip=1", "data.sed_batch=0",
+                                                             "loss.sed=0", "loss.prior=0"], "list them in data.sed_sources"),
+        ({"name": "a", "kind": "online"}, [], "online source needs a manifest"),
+        ({"name": "a", "kind": "onlin", "manifest": "m"}, [], "kind must be one of"),
+        ({"name": "a", "kind": "online", "manifest": "m", "mixture": {"min_events": 5, "max_events": 2}}, [],
+         "data.sed_sources[0].mixture: MixtureConfig: need 1 <= min_events"),
+        ({"name": "a", "kind": "online", "manifest": "m", "split": "test"}, [], "split must be train or heldout"),
+        ({"name": "a", "kind": "online", "manifest": "m"}, ["data.bank.dtype=float16"], "data.bank.dtype must be"),
+    ],
+)  # fmt: skip
+def test_bad_online_config_names_the_key(src, extra, message):
+    stream = "global_sources" if "global_batch=4" in " ".join(extra) else "sed_sources"
+    with pytest.raises(ValueError) as e:
+        load(
+            None,
+            ["data.sed_batch=4", "loss.clip=0", "data.global_batch=0", *extra],
+            **{f"data.{stream}": [src]},
+        )
+    assert message in str(e.value)
+
+
+def test_missing_manifest_exits_2_with_one_line(tmp_path, capsys):
+    from model.train.__main__ import main
+
+    args = ["--config", str(REPO_ROOT / "configs/train/tiny-cpu.yaml"), "--out", str(tmp_path / "o"),
+            "--online", str(tmp_path / "nope.parquet"), "loss.clip=0", "data.global_batch=0"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and "online source 'online0': cannot read manifest" in err[-1]
+
+
+def test_a_split_without_events_is_a_data_error(train_shards, tmp_path):
+    rows = [{**r, "split": "train"} for r in read_manifest(train_shards / "manifest.parquet").to_pylist()]
+    write_manifest(rows, tmp_path / "m.parquet")
+    cfg = SourceConfig("gen", kind="online", manifest=str(tmp_path / "m.parquet"), split="heldout")
+    with pytest.raises(DataError, match="online source 'gen'.*heldout"):
+        resolve_sources([cfg], "sed", BankPlace(tmp_path / "bank", BankConfig(build_workers=1)))
+
+
+def test_data_config_defaults_hold_the_paper_recipe():
+    d = DataConfig()
+    assert d.mixture == MixtureConfig() and d.bank.dtype == "int16" and d.bank.energy
+
+
+TRAIN = [
+    "--config", str(REPO_ROOT / "configs/train/tiny-cpu.yaml"), "loss.clip=0", "data.global_batch=0",
+    "data.sed_batch=2", "data.num_workers=0", "data.interval_steps=3", "run.log_every=1", "run.progress=false",
+    "optim.warmup_steps=2", "data.bank.build_workers=1", "data.bank.chunk_sources=32",
+]  # fmt: skip
+
+
+def run_online(train_shards: Path, banks: dict[str, Path], out: Path, *extra: str) -> int:
+    from model.train.__main__ import main
+
+    bank = "data.bank.dir=" + str(
+        banks["int16"].parent
+    )  # the session's bank (same options: found, not rebuilt)
+    return main([*TRAIN, "--out", str(out), "--online", str(train_shards / "manifest.parquet"), bank, *extra])
+
+
+@pytest.mark.slow  # three short training runs: 60–250 s on the shared 2-core machine
+def test_trainer_on_online_alone_resumes_exactly(train_shards, banks, tmp_path):
+    """`--online MANIFEST` alone (SED only): `--steps 2` then `--resume --steps 4` = `--steps 4` bit for bit,
+    crossing a data interval (3 steps); every metrics line carries the source's mixture counters."""
+    from tests.train.test_trainer import assert_same_weights, metrics
+
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert run_online(train_shards, banks, straight, "--steps", "4") == 0
+    assert run_online(train_shards, banks, split, "--steps", "2") == 0
+    assert run_online(train_shards, banks, split, "--steps", "4", "--resume") == 0
+    assert_same_weights(straight / "final", split / "final")
+    assert [r["step"] for r in metrics(split)] == [1, 2, 3, 4]
+    assert [r["loss"] for r in metrics(split)] == [r["loss"] for r in metrics(straight)]
+    assert [r["online/online0/events_placed"] for r in metrics(split)] == [
+        r["online/online0/events_placed"] for r in metrics(straight)
+    ]
+    for r in metrics(split):
+        assert r["online/online0/mixtures"] == 2 and r["skipped_samples"] == 0
+        assert r["online/online0/events_placed"] >= 2
+        assert r["online/online0/events_labelled"] + r["online/online0/events_dropped_by_relabel"] >= 2
+        assert {"online/online0/unplaced", "online/online0/clip_scaled"} <= set(r)
+    assert not (split / "bank").exists()  # data.bank.dir was used
+
+
+def test_bank_built_ahead_is_the_one_the_trainer_finds(train_shards, banks, place, capsys):
+    """`python -m model.train.online` with the trainer's settings prints the folder the trainer then uses."""
+    from model.train.online import main
+
+    root = str(banks["int16"].parent)
+    args = ["--manifest", str(train_shards / "manifest.parquet"), "--bank-dir", root, "--workers", "1"]
+    assert main([*args, "--chunk-sources", "32"]) == 0
+    assert capsys.readouterr().out.strip() == str(banks["int16"])
+    found = resolve_sources([online_cfg(train_shards)], "sed", place)[0]
+    assert Path(found.bank_folder) == banks["int16"]
+    assert main([*args[:2], "--bank-dir", root, "--split", "heldout", "--parts", "2", "--part", "2"]) == 2
+    assert "need 0 <= part < parts" in capsys.readouterr().err

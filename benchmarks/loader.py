@@ -9,12 +9,22 @@ Baseline, in the same run (before and after the loader): soundfile decoding of e
 shards in one process (tar reading included, page cache warm), repeated until --decode-min-clips clips.
 Ratio = loader per worker core ÷ plain decode (mean of both rounds); target ≥ 80 %.
 
+Online row (`--online MANIFEST`, issue 12): the SED stream alone (`--sed-batch` mixtures per batch, same
+workers) from the shards of `--mixtures` and from an `online` source of the manifest's train split
+(`model.train.online`: spec sampling, mixing, relabeling and 16-bit rounding in the workers, sources from a
+memory-mapped `synth.bank.SourceBank`), alternating shards / online for --online-rounds rounds; mixtures/s per
+worker core of both and their ratio (target ≥ 100 %). During each online run the worker processes' Rss and Pss
+are read from /proc (in total and for the bank's mapped files): Rss counts shared pages in every process, Pss
+divides them among the sharers, so N workers sharing one copy of the bank show bank Pss ≈ bank Rss / N.
+
 Batches before --warmup-batches (default 2 per worker: worker start-up, first shuffle buffers) are not timed;
 `in_worker_*` is the rate from the batches' own build time (`data_time`, inside the workers), free of the
 main process and of queueing.
 
     uv run python benchmarks/loader.py --workers 2                     # data/mixtures/train + data/audio_text/train
     python benchmarks/loader.py --workers 16 --global-batch 64 --sed-batch 64 --json $OUT/loader.json
+    uv run python benchmarks/loader.py --workers 1 --sed-batch 8 --online data/manifest.parquet \
+        --mixtures data/mixtures/train --online-only
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ import statistics
 import sys
 import tarfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
@@ -83,6 +94,11 @@ def run_loader(args: argparse.Namespace, cores: int) -> dict:
         "global": resolve_sources(d.global_sources, "global"),
         "sed": resolve_sources(d.sed_sources, "sed"),
     }
+    return measure(d, sources, args, cores)
+
+
+def measure(d: DataConfig, sources: dict, args: argparse.Namespace, cores: int, bank: str = "") -> dict:
+    """Time the trainer's loader on `sources`; with `bank`, also the memory of the worker processes."""
     warm = args.warmup_batches if args.warmup_batches >= 0 else 2 * max(args.workers, 1)
     stream = TrainStream(d, sources, args.seed, 32, 0, 1, 0, warm + args.batches)
     loader = make_loader(stream, pin_memory=args.pin_memory, seed=args.seed)
@@ -90,10 +106,14 @@ def run_loader(args: argparse.Namespace, cores: int) -> dict:
     clips = timed_clips = 0
     data_times, skipped, dropped, slots = [], 0, 0, []
     t0 = None
-    for i, batch in enumerate(loader):
+    memory = None
+    it = iter(loader)
+    for i, batch in enumerate(it):
         if i == warm:
             t0 = time.perf_counter()
             first_s = t0 - t_start
+        if i == warm + args.batches // 2:  # every worker has built many batches by now
+            memory = worker_memory(it, bank or "\0")
         n = int(batch["wave"].shape[0])
         clips += n
         if t0 is not None:
@@ -108,8 +128,8 @@ def run_loader(args: argparse.Namespace, cores: int) -> dict:
     rate = timed_clips / wall
     per_batch = timed_clips / len(data_times)
     in_worker = per_batch / statistics.fmean(data_times)
-    return {
-        "workers": args.workers, "cores_used": used, "global_batch": args.global_batch, "sed_batch": args.sed_batch,
+    out = {
+        "workers": args.workers, "cores_used": used, "global_batch": d.global_batch, "sed_batch": d.sed_batch,
         "resample_prob": args.resample_prob, "pin_memory": args.pin_memory, "warmup_batches": warm,
         "timed_batches": len(data_times), "timed_clips": timed_clips, "startup_s": round(first_s, 2),
         "wall_s": round(wall, 3), "clips_per_s": round(rate, 2), "clips_per_s_per_worker_core": round(rate / used, 2),
@@ -117,6 +137,103 @@ def run_loader(args: argparse.Namespace, cores: int) -> dict:
         "skipped_samples": skipped, "dropped_texts": dropped,
         "valid_slots_mean": round(statistics.fmean(slots), 1) if slots else None,
     }  # fmt: skip
+    out["memory"] = memory
+    return out
+
+
+def _smaps(pid: int, bank: str) -> dict:
+    """Rss / Pss (kB) of a process in total and of its mappings of files under `bank`."""
+    tot = {"rss_kb": 0, "pss_kb": 0, "bank_rss_kb": 0, "bank_pss_kb": 0}
+    in_bank = False
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            head = line.split()
+            if not head:
+                continue
+            if not head[0].endswith(":"):  # a mapping header: address perms offset dev inode [path]
+                in_bank = len(head) >= 6 and head[5].startswith(bank)
+                continue
+            if head[0] in ("Rss:", "Pss:"):
+                key = head[0][:-1].lower() + "_kb"
+                tot[key] += int(head[1])
+                if in_bank:
+                    tot["bank_" + key] += int(head[1])
+    return tot
+
+
+def worker_memory(it: object, bank: str) -> dict:
+    """Memory of the loader's worker processes (Linux /proc): each one's Rss and Pss, total and of the bank's
+    mapped files (Rss counts shared pages in full in every process, Pss divides them among the sharers)."""
+    workers = getattr(it, "_workers", [])  # torch's multi-process iterator keeps its processes here
+    per = [_smaps(w.pid, bank) for w in workers]
+    if not per:  # num_workers=0: the bank is mapped by this process
+        per = [_smaps(os.getpid(), bank)]
+    mb = lambda kb: round(kb / 1024, 1)  # noqa: E731
+    return {
+        "processes": len(per),
+        "rss_mb_each": [mb(p["rss_kb"]) for p in per], "pss_mb_each": [mb(p["pss_kb"]) for p in per],
+        "bank_rss_mb_each": [mb(p["bank_rss_kb"]) for p in per], "bank_pss_mb_each": [mb(p["bank_pss_kb"]) for p in per],
+        "bank_pss_mb_sum": mb(sum(p["bank_pss_kb"] for p in per)), "pss_mb_sum": mb(sum(p["pss_kb"] for p in per)),
+    }  # fmt: skip
+
+
+def run_online(args: argparse.Namespace, cores: int) -> dict:
+    """The SED stream from shards and from an online source, same workers and batch, alternating
+    (shards, online, shards, online); the source bank is built (or found) first and timed apart."""
+    from model.train.config import BankConfig
+    from model.train.data import BankPlace
+
+    bank_cfg = BankConfig(dtype=args.bank_dtype, energy=args.bank_energy, build_workers=args.bank_workers)
+    base = DataConfig(global_batch=0, sed_batch=args.sed_batch, num_workers=args.workers,
+                      resample_prob=args.resample_prob, bank=bank_cfg)  # fmt: skip
+    d_on = replace(base, sed_sources=(SourceConfig(name="online", kind="online", manifest=args.online),))
+    d_sh = replace(base, sed_sources=(SourceConfig(name="mixtures", shards=args.mixtures),))
+    t = time.perf_counter()
+    on_sources = {
+        "global": [],
+        "sed": resolve_sources(d_on.sed_sources, "sed", BankPlace(Path(args.bank_dir), bank_cfg)),
+    }
+    bank_s = time.perf_counter() - t
+    folder = on_sources["sed"][0].bank_folder
+    meta = json.loads((Path(folder) / "bank.json").read_text())
+    sh_sources = {"global": [], "sed": resolve_sources(d_sh.sed_sources, "sed")}
+    cpu = cpu_interleaved(replace(d_sh, num_workers=0), sh_sources, replace(d_on, num_workers=0), on_sources,
+                          args)  # fmt: skip
+    print(json.dumps({"cpu_interleaved": cpu}), flush=True)
+    rounds = []
+    for r in range(args.online_rounds):
+        rounds.append({"round": r + 1, "shards": measure(d_sh, sh_sources, args, cores),
+                       "online": measure(d_on, on_sources, args, cores, bank=folder)})  # fmt: skip
+        print(json.dumps(rounds[-1]), flush=True)
+    sh = statistics.fmean(x["shards"]["clips_per_s_per_worker_core"] for x in rounds)
+    on = statistics.fmean(x["online"]["clips_per_s_per_worker_core"] for x in rounds)
+    return {
+        "manifest": args.online, "bank": folder, "bank_prepare_s": round(bank_s, 2),
+        "bank_sources": meta["sources"], "bank_samples": meta["samples"], "bank_build_s": meta["build_s"],
+        "bank_bytes": {k: meta.get(f"{k}_bytes", 0) for k in ("audio", "energy", "blocks")},
+        "bank_options": meta["options"], "rounds": rounds,
+        "shards_mixtures_per_s_per_core": round(sh, 2), "online_mixtures_per_s_per_core": round(on, 2),
+        "ratio_online_to_shards": round(on / sh, 3), "cpu_interleaved": cpu,
+    }  # fmt: skip
+
+
+def cpu_interleaved(d_sh: DataConfig, sh: dict, d_on: DataConfig, on: dict, args: argparse.Namespace) -> dict:
+    """CPU ms per mixture of whole SED batches in this process (num_workers=0), shards and online batch by batch
+    alternately: robust to the machine's load (both see the same), free of worker start-up and IPC."""
+    n = max(10, -(-200 // args.sed_batch))
+    its = {"shards": iter(TrainStream(d_sh, sh, args.seed, 32, 0, 1, 0, n + 3)),
+           "online": iter(TrainStream(d_on, on, args.seed, 32, 0, 1, 0, n + 3))}  # fmt: skip
+    cpu = dict.fromkeys(its, 0.0)
+    for i in range(n + 3):
+        for name, it in its.items():
+            t = time.process_time()
+            next(it)
+            if i >= 3:  # shuffle buffers filled, bank pages touched
+                cpu[name] += time.process_time() - t
+    ms = {k: 1e3 * v / (n * args.sed_batch) for k, v in cpu.items()}
+    return {"batches": n, "shards_cpu_ms_per_mixture": round(ms["shards"], 3),
+            "online_cpu_ms_per_mixture": round(ms["online"], 3),
+            "ratio_online_to_shards": round(ms["shards"] / ms["online"], 3)}  # fmt: skip
 
 
 def stages(args: argparse.Namespace, n_batches: int) -> dict:
@@ -189,6 +306,24 @@ def main() -> None:
     ap.add_argument("--decode-min-clips", type=int, default=300, help="plain-decode baseline size per round")
     ap.add_argument("--stage-batches", type=int, default=0, help="batches of the in-process stage breakdown "
                     "(default: ≥ 200 clips; -1 = skip it)")  # fmt: skip
+    ap.add_argument(
+        "--online",
+        default="",
+        metavar="MANIFEST",
+        help="also time the SED stream from an online "
+        "source of this manifest (train split) against --mixtures, same workers and --sed-batch",
+    )
+    ap.add_argument("--online-only", action="store_true", help="only the --online comparison")
+    ap.add_argument("--online-rounds", type=int, default=2, help="alternating shards/online rounds")
+    ap.add_argument("--bank-dir", default="/tmp/flam-bench-bank", help="where the source bank is built/found")
+    ap.add_argument("--bank-dtype", default="int16", choices=("int16", "float32"))
+    ap.add_argument(
+        "--bank-energy",
+        type=lambda v: v.lower() in ("1", "true", "yes"),
+        default=True,
+        help="store events' cumulative energy in the bank (true/false)",
+    )
+    ap.add_argument("--bank-workers", type=int, default=0, help="bank build processes (0 = one per core)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default="")
     args = ap.parse_args()
@@ -213,6 +348,18 @@ def main() -> None:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps(res, indent=1))
 
+    if args.online:
+        res["online"] = run_online(args, cores)
+        o = res["online"]
+        emit()
+        c = o["cpu_interleaved"]
+        print(f"\nSED stream, {args.workers} worker(s), batch {args.sed_batch}: shards "
+              f"{o['shards_mixtures_per_s_per_core']} mixtures/s per worker core, online "
+              f"{o['online_mixtures_per_s_per_core']} ({100 * o['ratio_online_to_shards']:.0f} %; target ≥ 100 %)\n"
+              f"one process, interleaved: shards {c['shards_cpu_ms_per_mixture']} CPU ms per mixture, online "
+              f"{c['online_cpu_ms_per_mixture']} ({100 * c['ratio_online_to_shards']:.0f} %)", flush=True)  # fmt: skip
+        if args.online_only:
+            return
     res["plain_decode_before"] = plain_decode(paths, args.decode_min_clips)
     emit()
     res["loader"] = run_loader(args, cores)

@@ -220,6 +220,15 @@ def test_damaged_bank_is_a_clear_error(banks, tmp_path):
         SourceBank(tmp_path)
 
 
+def test_trainer_reports_a_damaged_bank_as_a_data_error(train_shards, banks, tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(banks["int16"], root / banks["int16"].name)
+    (root / banks["int16"].name / "chunk-000001.json").unlink()  # found by its fingerprint, then unusable
+    place = BankPlace(root, BankConfig(build_workers=1, chunk_sources=32))
+    with pytest.raises(DataError, match=r"online source 'gen': source bank .* cannot be used .*chunk-000001"):
+        resolve_sources([online_cfg(train_shards)], "sed", place)
+
+
 def test_undecodable_sources_are_left_out_and_counted(train_shards, tmp_path):
     table = read_manifest(train_shards / "manifest.parquet")
     rows = table.to_pylist()

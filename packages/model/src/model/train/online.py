@@ -173,7 +173,10 @@ def resolve_online(
             f"online source {name!r}: cannot build the source bank in {bank_root} ({e})"
         ) from None
     src = OnlineSource(name, cfg.weight, cfg.manifest, cfg.split, m, str(folder), part, bank.parts)
-    b, pool = src.open()  # fails here, before training, if the bank lost every event source
+    try:  # fails here, before training: a damaged bank, or one that lost every event source
+        b, pool = src.open()
+    except (OSError, ValueError) as e:
+        raise ValueError(f"online source {name!r}: source bank {folder} cannot be used ({e})") from None
     log.info("online source %r: %d events (sfx %d, general %d), %d backgrounds, bank %s (part %d of %d, %s)", name,
              len(pool.sfx) + len(pool.general), len(pool.sfx), len(pool.general), len(pool.backgrounds), folder,
              part, bank.parts, b.options.dtype)  # fmt: skip

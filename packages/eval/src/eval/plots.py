@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from model.figures import log_mel_spectrogram, plot_detection  # noqa: E402
+from model.figures import log_mel_spectrogram, plot_detection, save_figure  # noqa: E402
 
 __all__ = ["log_mel_spectrogram", "plot_calibration", "plot_detection"]
 
@@ -47,9 +47,4 @@ def plot_calibration(curves: Mapping[str, Mapping], path: str | Path, title: str
         axes[0].legend(fontsize=8, loc="best")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path)

@@ -136,9 +136,14 @@ def plot_detection(
                 bbox={"facecolor": "white", "alpha": 0.7, "lw": 0, "pad": 1})  # fmt: skip
     axes[-1].set_xlim(0.0, duration)
     axes[-1].set_xlabel("time (s)")
+    return save_figure(fig, path)
+
+
+def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 100) -> Path:
+    """Lay out, write (creating the folder) and close ``fig``; returns the path."""
     fig.tight_layout()
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
+    fig.savefig(out, dpi=dpi)
     plt.close(fig)
     return out

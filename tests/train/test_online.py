@@ -384,3 +384,43 @@ def test_bank_built_ahead_is_the_one_the_trainer_finds(train_shards, banks, plac
     assert Path(found.bank_folder) == banks["int16"]
     assert main([*args[:2], "--bank-dir", root, "--split", "heldout", "--parts", "2", "--part", "2"]) == 2
     assert "need 0 <= part < parts" in capsys.readouterr().err
+
+
+def _ddp_online_worker(rank: int, world: int, port: int, args: list[str]) -> None:
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank), HF_HUB_OFFLINE="1")  # fmt: skip
+    torch.set_num_threads(1)
+    from model.train.__main__ import main
+
+    raise SystemExit(main(args))
+
+
+@pytest.mark.slow  # two spawned gloo ranks with model and bank set-up: 1–4 min on the shared 2-core machine
+def test_two_ranks_each_build_and_mix_their_own_bank_part(train_shards, tmp_path):
+    """DDP, 2 gloo ranks, `data.bank.parts=2`: each rank builds its part (disjoint sources), mixes from it, and
+    the metrics lines sum both ranks' counters (other notes gathered from every rank)."""
+    import torch.multiprocessing as mp
+
+    from tests.train.test_ddp import _free_port
+    from tests.train.test_trainer import metrics
+
+    out = tmp_path / "ddp"
+    args = [*TRAIN, "--out", str(out), "--online", str(train_shards / "manifest.parquet"), "--steps", "2",
+            "data.sed_batch=4", "data.bank.parts=2", "model.batchnorm=frozen"]  # fmt: skip
+    ctx, port = mp.get_context("spawn"), _free_port()
+    procs = [ctx.Process(target=_ddp_online_worker, args=(r, 2, port, args)) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(600)
+    assert [p.exitcode for p in procs] == [0, 0]
+    folders = sorted(p for p in (out / "bank").iterdir() if p.is_dir())
+    assert len(folders) == 2
+    ids = [set(SourceBank(f).ids) for f in folders]
+    assert ids[0] and ids[1] and not ids[0] & ids[1]
+    assert {SourceBank(f).options.part for f in folders} == {0, 1}
+    rows = metrics(out)
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(r["online/online0/mixtures"] == 4 for r in rows)  # 2 per rank, summed

@@ -392,7 +392,10 @@ class Trainer:
 
     def _write_log(self, report: dict[str, float], since: Counter, steps: int, elapsed: float) -> None:
         online = [f"online/{name}/{c}" for name in self.online_names for c in COUNTERS]
-        online += self._union_keys(sorted(k for k in since if k.startswith("online/") and k not in online))
+        if online:  # other notes of the online sources, as any rank saw them
+            online += self._union_keys(
+                sorted(k for k in since if k.startswith("online/") and k not in online)
+            )
         keys = ("skipped_samples", "dropped_texts", "unique_texts", "n_resampled", "n_events", "n_tag_swaps",
                 *online)  # fmt: skip
         totals = dict(zip(keys, self._all_reduce([float(since[k]) for k in keys]), strict=True))

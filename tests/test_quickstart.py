@@ -49,9 +49,9 @@ def quickstart_commands(readme: str) -> list[str]:
     commands, pending = [], ""
     for line in block.group(1).splitlines():
         if line.rstrip().endswith("\\"):
-            pending += line.rstrip()[:-1] + " "
+            pending += line.rstrip()[:-1].strip() + " "
             continue
-        line = pending + line
+        line = pending + line.strip()
         pending = ""
         if line.strip() and not line.lstrip().startswith("#"):
             commands.append(line.strip())

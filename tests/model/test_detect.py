@@ -218,6 +218,45 @@ def test_figures_are_drawn_for_each_file(tmp_path, ckpt):
     assert not [p for p in out.rglob(".*")]  # no temp files left
 
 
+@pytest.mark.parametrize("path", [ROOSTER, CHICKENS], ids=["2.35s", "12.35s-stitched"])
+def test_figure_ends_at_the_audio_duration(path, model, tmp_path, monkeypatch):
+    """The frame grid is padded to whole frames (2.35 s → 8 frames = 2.5 s; 12.35 s → 40 frames = 12.5 s), but no
+    panel of the figure may run past the audio: x-limits, spectrogram, curves and shaded spans end at its end."""
+    import soundfile as sf
+
+    from model import figures
+    from model.detect.outputs import render_png
+    from model.inference import frame_hop_samples
+
+    wave, sr = sf.read(str(path), always_2d=True)  # decoded length (an MP3 header's sf.info estimate is off)
+    duration = wave.shape[0] / sr
+    hop_s = frame_hop_samples(model.config) / model.config.frontend.sample_rate
+    probs = model.frame_probabilities(wave.T, sr, QUERIES)
+    assert probs.shape[1] * hop_s - duration > 0.1  # the grid itself does run past the end
+    # p ≥ 0 and no duration: one span per query over the whole (padded) frame grid, past the end
+    segs = segments_from_probabilities(probs, 0.0, hop_s)
+    spans = [(a, b, q) for q, s in zip(QUERIES, segs, strict=True) for a, b in s]
+    figs = []
+    save = figures.save_figure
+    monkeypatch.setattr(figures, "save_figure", lambda fig, p: (figs.append(fig), save(fig, p))[1])
+    render_png(str(path), str(tmp_path / "f.png"), probs, QUERIES, spans, hop_s, 0.5, "t")
+    assert (tmp_path / "f.png").is_file() and len(figs) == 1
+    axes = figs[0].axes
+    assert len(axes) == 1 + len(QUERIES)
+    tol = 0.005  # half a spectrogram column (10 ms); a model frame is 0.3125 s
+    for ax in axes:
+        lo, hi = ax.get_xlim()
+        assert lo == 0.0 and hi == pytest.approx(duration, abs=1e-6)
+        last = [im.get_extent()[1] for im in ax.images]
+        last += [p.get_patch_transform().transform(p.get_path().vertices)[:, 0].max() for p in ax.patches]
+        assert last and max(last) <= duration + tol
+    # the spectrogram shows all the samples, up to the end
+    assert axes[0].images[0].get_extent()[1] == pytest.approx(duration, abs=tol)
+    for ax in axes[1:]:
+        steps = [p for p in ax.patches if type(p).__name__ == "StepPatch"]
+        assert len(steps) == 1 and steps[0].get_data().edges[-1] == pytest.approx(duration, abs=1e-9)
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [

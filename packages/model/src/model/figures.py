@@ -3,6 +3,8 @@
 ``plot_detection``: a log-mel spectrogram (numpy STFT, 64 mel bands, ~10-ms hop; computed here, not by the model)
 above one panel per text with its frame probabilities as a step curve on the model grid (frame l =
 [l, l+1)·hop_s) and the events of that text (ground truth, or detected segments) as shaded spans (paper Fig. 2).
+Every panel ends at the audio's duration: the model's grid is padded to whole frames, so its last frame (and any
+span past the end) is cut there.
 Event labels are matched to texts by ``model.text_slots.normalize_text``. Any audio length (long inputs get a
 coarser spectrogram hop so the image stays ≤ 4000 columns) and any number of texts (the figure grows).
 """
@@ -54,26 +56,29 @@ def _mono(wave: np.ndarray) -> np.ndarray:
 
 
 def log_mel_spectrogram(wave: np.ndarray, sample_rate: int, n_mels: int = 64, hop_s: float = 0.01) -> tuple[np.ndarray, float]:  # fmt: skip
-    """(dB log-mel [n_mels, frames], hop in seconds). Window ≈ 32 ms (a power of two), Hann; the hop grows for
-    long inputs so that there are at most 4000 frames."""
+    """(dB log-mel [n_mels, columns], column width in seconds). Column i covers samples [i, i+1)·N/columns of
+    the N input samples, so columns × width = N / sample_rate exactly: the image ends where the audio does.
+    Each column is a Hann window of ≈ 32 ms (a power of two) centred on its span (zeros beyond the ends); the
+    width is ≈ ``hop_s`` and grows for long inputs so that there are at most 4000 columns."""
     x = _mono(wave)
     sr = int(sample_rate)
     if sr <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    n = x.size
     n_fft = 1 << max(6, int(round(math.log2(0.032 * sr))))
-    hop = max(1, int(round(hop_s * sr)), math.ceil(x.size / _MAX_SPEC_COLUMNS))
-    if x.size < n_fft:
-        x = np.pad(x, (0, n_fft - x.size))
-    n_frames = 1 + (x.size - n_fft) // hop
-    frames = np.lib.stride_tricks.as_strided(
-        x, shape=(n_frames, n_fft), strides=(x.strides[0] * hop, x.strides[0]), writeable=False
-    )
+    hop = max(1, int(round(hop_s * sr)), math.ceil(n / _MAX_SPEC_COLUMNS))
+    n_cols = max(1, round(n / hop))
+    width = n / n_cols  # samples per column (≈ hop; not an integer in general)
+    xp = np.pad(x, (n_fft // 2, n_fft - n_fft // 2))  # window start in xp = its centre in x
+    centres = np.minimum(((np.arange(n_cols) + 0.5) * width).astype(np.int64), max(n - 1, 0))
+    offsets = np.arange(n_fft)
     window = np.hanning(n_fft + 1)[:-1]
-    power = np.zeros((n_frames, n_fft // 2 + 1))
-    for a in range(0, n_frames, 512):  # blocks keep memory flat for long inputs
-        power[a : a + 512] = np.abs(np.fft.rfft(frames[a : a + 512] * window, axis=1)) ** 2
+    power = np.zeros((n_cols, n_fft // 2 + 1))
+    for a in range(0, n_cols, 512):  # blocks keep memory flat for long inputs
+        frames = xp[centres[a : a + 512, None] + offsets]
+        power[a : a + 512] = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2
     mel = _mel_filterbank(sr, n_fft, n_mels) @ power.T
-    return 10.0 * np.log10(np.maximum(mel, 1e-10)), hop / sr
+    return 10.0 * np.log10(np.maximum(mel, 1e-10)), width / sr
 
 
 def plot_detection(
@@ -86,12 +91,16 @@ def plot_detection(
     hop_s: float = 0.3125,
     title: str | None = None,
     threshold: float | None = 0.5,
+    duration_s: float | None = None,
 ) -> Path:
     """Spectrogram + per-text probability curves with shaded ground-truth spans (Fig. 2). Returns ``path``.
 
     ``probs`` [K, T] (K = len(texts)); ``ground_truth``: (onset_s, offset_s, label) triples, shaded in the
     panel of the text with the same normalised label (others are ignored); ``threshold`` draws a dotted line
-    (None: none)."""
+    (None: none). Every panel ends at the audio's duration (``duration_s``, default: the length of ``wave``;
+    for an empty ``wave`` the frame grid's): the model's frame grid is padded to whole frames (2.35 s → 8 frames
+    = 2.5 s), so the last frame's step and any span past the end are cut there, and frames that start after
+    it are not drawn."""
     p = np.asarray(probs, dtype=np.float64)
     if p.ndim == 1 and len(texts) == 1:
         p = p[None]
@@ -99,9 +108,13 @@ def plot_detection(
         raise ValueError(f"probs must be [len(texts)={len(texts)}, T], got shape {p.shape}")
     n_texts, n_frames = p.shape
     x = _mono(wave)
-    duration = max(x.size / float(sample_rate), n_frames * hop_s, 1e-3)
+    if duration_s is None:
+        duration_s = x.size / float(sample_rate) if x.size else n_frames * hop_s
+    duration = max(float(duration_s), 1e-3)
+    shown = min(n_frames, max(1, math.ceil(duration / hop_s - 1e-9)))  # frames that start before the end
 
     spec, spec_hop = log_mel_spectrogram(x, sample_rate)
+    spec_end = min(spec.shape[1] * spec_hop, duration) if x.size else duration  # = the samples' duration
     height = 2.6 + 0.75 * max(n_texts, 1)
     fig, axes = plt.subplots(
         1 + n_texts, 1, figsize=(10, height), sharex=True, squeeze=False,
@@ -111,7 +124,7 @@ def plot_detection(
     top = max(float(spec.max()), -100.0)
     axes[0].imshow(
         spec, origin="lower", aspect="auto", cmap="magma", vmin=top - 80.0, vmax=top,
-        extent=(0.0, spec.shape[1] * spec_hop, 0, spec.shape[0]), interpolation="nearest",
+        extent=(0.0, spec_end, 0, spec.shape[0]), interpolation="nearest",
     )  # fmt: skip
     axes[0].set_ylabel("mel band")
     axes[0].set_title(title if title is not None else "log-mel spectrogram and frame probabilities")
@@ -120,13 +133,15 @@ def plot_detection(
     for onset, offset, label in ground_truth:
         gt.setdefault(normalize_text(str(label)), []).append((float(onset), float(offset)))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    edges = np.arange(n_frames + 1) * hop_s
+    edges = np.minimum(np.arange(shown + 1) * hop_s, duration)  # the last frame ends with the audio
     for i, (ax, text) in enumerate(zip(axes[1:], texts, strict=True)):
         color = colors[i % len(colors)]
         for onset, offset in gt.get(normalize_text(text), []):
-            ax.axvspan(onset, offset, color=color, alpha=0.25, lw=0)
+            onset, offset = max(onset, 0.0), min(offset, duration)
+            if offset > onset:
+                ax.axvspan(onset, offset, color=color, alpha=0.25, lw=0)
         if n_frames:
-            ax.stairs(p[i], edges, color=color, lw=1.5)
+            ax.stairs(p[i, :shown], edges, color=color, lw=1.5)
         if threshold is not None:
             ax.axhline(threshold, color="0.4", lw=0.8, ls=":")
         ax.set_ylim(-0.02, 1.02)

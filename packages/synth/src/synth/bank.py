@@ -12,7 +12,7 @@ Layout of a bank folder ``ROOT/<fingerprint>/``::
     chunk-NNNNNN.energy   float64 cumulative A-weighted energy of the chunk's event sources (optional)
     chunk-NNNNNN.blocks   float64 A-weighted block energies of the chunk's backgrounds (2400/1200 frames)
     chunk-NNNNNN.json     per source: id, offset, length, scale, loudness_db, energy/blocks offsets; failures
-    bank.json             options, counts, decode failures by reason — written last: the bank is complete
+    bank.json             options, counts, decode failures by reason, chunks to retry — written last: complete
 
 Choices:
 - **Sources**: every row of the split a `SourcePool` could use under any recipe (captioned events and
@@ -31,7 +31,10 @@ Choices:
 - **Build**: chunks decoded in a process pool, each written under a temporary name and renamed; the chunk's
   JSON last. A killed build resumes at the first missing chunk; a file lock makes concurrent builders of one
   bank (ranks of a node) wait for the first. A source that cannot be decoded is left out, counted by reason
-  and logged with its path; `SourceBank.ids` are the sources that made it.
+  and logged with its path; `SourceBank.ids` are the sources that made it. A corrupt or truncated file is
+  final; a missing or unreadable one (`TRANSIENT_REASONS`: a mount, a permission, network storage) is not:
+  bank.json lists its chunk, and a later `prepare_bank` that finds the file readable rebuilds that chunk
+  (readers take a shared lock to open a bank and map every chunk file then, so a retry never mixes files).
 - **Fingerprint**: sha256 over the options and, per source, id, path, duration, rate, channels, loudness: a
   manifest change that touches audio makes a new bank; captions do not (the pool is built from the manifest).
 """
@@ -47,7 +50,8 @@ import multiprocessing
 import os
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -56,15 +60,19 @@ import numpy as np
 
 from synth.errors import AudioDecodeError
 from synth.loudness import frame_block
+from synth.paths import is_uri, local_path
 from synth.records import json_record_bytes, stable_int
 
 log = logging.getLogger(__name__)
 
-BANK_VERSION = 1
+BANK_VERSION = 2  # 2: bank.json records the chunks to retry (transient failures)
 BANK_NAME = "bank.json"
 DTYPES = ("int16", "float32")
 EXACT_SCALE = 2.0**-15  # 16-bit PCM: libsndfile decodes sample k as k / 32768
 _FINGERPRINT_KEYS = ("id", "path", "duration_s", "sample_rate", "channels", "loudness_db")
+# decode failures that may pass (the file is missing or unreadable now: a mount, a permission, network storage):
+# not final, a later build retries them once the file is readable; any other reason (corrupt, truncated) is final
+TRANSIENT_REASONS = frozenset({"missing_file", "read_error"})
 
 
 @dataclass(frozen=True)
@@ -165,6 +173,39 @@ def _decode(row: Mapping[str, Any], sr: int) -> np.ndarray:
     return np.ascontiguousarray(load_audio(str(row["path"]), target_sr=sr), dtype=np.float32)
 
 
+def _failure_reason(path: str, e: Exception) -> str:
+    """The skip reason of a failed decoding: the error's, or ``read_error`` when the file itself cannot be read
+    (libsndfile reports a file it may not open or read, a permission or an I/O error, as undecodable)."""
+    reason = getattr(e, "reason_code", "read_error")
+    if reason in TRANSIENT_REASONS or is_uri(path):
+        return reason
+    try:
+        with open(local_path(path), "rb") as f:
+            while f.read(1 << 20):
+                pass
+    except OSError:
+        return "read_error"
+    return reason
+
+
+def _readable(path: str) -> bool:
+    """Whether a source that failed for a transient reason can be read now (a URI: whether it exists)."""
+    if is_uri(path):
+        from apache_beam.io.filesystems import FileSystems  # heavy import: only for URIs
+
+        try:
+            return bool(FileSystems.exists(path))
+        except Exception:  # Beam raises BeamIOError/OSError/... depending on the filesystem
+            return False
+    p = local_path(path)
+    return os.path.isfile(p) and os.access(p, os.R_OK)
+
+
+def _retry_due(info: Mapping[str, Any]) -> bool:
+    """Whether a built chunk left out a source for a transient reason whose file is readable now."""
+    return any(f["reason"] in TRANSIENT_REASONS and _readable(f["path"]) for f in info["failed"])
+
+
 def build_chunk(folder: str, k: int, rows: Sequence[Mapping[str, Any]], opts: BankOptions) -> dict[str, Any]:
     """Decode, store and describe chunk k; returns its JSON (also written as the chunk's completion mark)."""
     from synth.relabel import RelabelConfig
@@ -185,7 +226,7 @@ def build_chunk(folder: str, k: int, rows: Sequence[Mapping[str, Any]], opts: Ba
             if x.ndim != 1 or len(x) == 0:
                 raise AudioDecodeError(str(row["path"]), f"decoded to shape {x.shape}", "empty_audio")
         except (AudioDecodeError, OSError) as e:
-            reason = getattr(e, "reason_code", "read_error")
+            reason = _failure_reason(str(row["path"]), e)
             failed.append({"id": sid, "path": str(row["path"]), "reason": reason, "detail": str(e)})
             continue
         exact = AudioCache(
@@ -226,9 +267,32 @@ def _build_chunk_args(args: tuple) -> dict[str, Any]:
     return build_chunk(*args)
 
 
+def _lock_path(folder: Path) -> Path:
+    return folder.parent / f".{folder.name}.lock"
+
+
+@contextmanager
+def _locked(path: Path, op: int) -> Iterator[None]:
+    """Hold flock `op` on `path`: LOCK_EX (a builder; creates the file) or LOCK_SH (a reader; no lock when the
+    file is absent or cannot be opened, e.g. a bank copied elsewhere or a read-only folder)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT if op == fcntl.LOCK_EX else os.O_RDONLY, 0o666)
+    except OSError:
+        if op == fcntl.LOCK_EX:
+            raise
+        yield
+        return
+    try:
+        fcntl.flock(fd, op)
+        yield
+    finally:
+        os.close(fd)
+
+
 def prepare_bank(rows: Sequence[Mapping[str, Any]], root: str | os.PathLike, opts: BankOptions) -> Path:
-    """The complete bank of `rows` (already chosen, e.g. by `pool_rows`) under `root`: opened when it exists,
-    else built (resuming a killed build). Concurrent callers for one bank wait for the first."""
+    """The complete bank of `rows` (already chosen, e.g. by `bank_rows`) under `root`: opened when it exists,
+    else built (resuming a killed build). Concurrent callers for one bank wait for the first. Chunks that left
+    out a source for a transient reason (`TRANSIENT_REASONS`) whose file is readable again are rebuilt."""
     rows = sorted(rows, key=lambda r: str(r["id"]))
     if not rows:
         raise ValueError("prepare_bank: no sources to store")
@@ -236,18 +300,23 @@ def prepare_bank(rows: Sequence[Mapping[str, Any]], root: str | os.PathLike, opt
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     folder = root / fp[:16]
-    with open(root / f".{fp[:16]}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (folder / BANK_NAME).is_file():
-            return folder
-        folder.mkdir(exist_ok=True)
+    with _locked(_lock_path(folder), fcntl.LOCK_EX):
         c = opts.chunk_sources
         chunks = [(k, rows[k * c : (k + 1) * c]) for k in range(-(-len(rows) // c))]
-        todo = [
-            (str(folder), k, part, opts)
-            for k, part in chunks
-            if not (folder / _chunk_name(k, "json")).is_file()
-        ]
+        meta_path = folder / BANK_NAME
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else None
+        candidates = meta["retry_chunks"] if meta is not None else range(len(chunks))
+        redo = [k for k in candidates if not (folder / _chunk_name(k, "json")).is_file()
+                or _retry_due(json.loads((folder / _chunk_name(k, "json")).read_text()))]  # fmt: skip
+        if meta is not None and not redo:
+            if meta["unreadable"]:
+                log.warning("source bank %s: %d sources left out because they could not be read are still "
+                            "unreadable; a later build retries them once they are", folder, meta["unreadable"])  # fmt: skip
+            return folder
+        if meta is not None:  # not complete while chunks are rebuilt (readers wait on the lock meanwhile)
+            meta_path.unlink()
+        folder.mkdir(exist_ok=True)
+        todo = [(str(folder), k, chunks[k][1], opts) for k in redo]
         t0 = time.perf_counter()
         log.info(
             "source bank %s: %d sources, %d of %d chunks to build", folder, len(rows), len(todo), len(chunks)
@@ -263,13 +332,18 @@ def prepare_bank(rows: Sequence[Mapping[str, Any]], root: str | os.PathLike, opt
         infos = [json.loads((folder / _chunk_name(k, "json")).read_text()) for k, _ in chunks]
         failed = [f for info in infos for f in info["failed"]]
         by_reason = Counter(f["reason"] for f in failed)
+        unreadable = [f for f in failed if f["reason"] in TRANSIENT_REASONS]
         n_ok = sum(len(info["ids"]) for info in infos)
         if n_ok == 0:
             raise ValueError(f"source bank {folder}: none of the {len(rows)} sources could be decoded "
-                             f"({dict(by_reason)}; e.g. {failed[0]['path']}: {failed[0]['detail']})")  # fmt: skip
+                             f"({dict(by_reason)}; e.g. {failed[0]['path']}: {failed[0]['detail']}); "
+                             f"{_failure_advice(folder, unreadable, len(failed))}")  # fmt: skip
         stats = {
             "version": BANK_VERSION, "fingerprint": fp, "options": asdict(opts), "sources": n_ok,
             "failed": dict(sorted(by_reason.items())), "failed_examples": failed[:10], "chunks": len(chunks),
+            "unreadable": len(unreadable),
+            "retry_chunks": [info["chunk"] for info in infos
+                             if any(f["reason"] in TRANSIENT_REASONS for f in info["failed"])],
             "samples": sum(sum(info["lengths"]) for info in infos),
             "audio_bytes": sum((folder / _chunk_name(k, "audio")).stat().st_size for k, _ in chunks),
             "energy_bytes": sum((folder / _chunk_name(k, "energy")).stat().st_size for k, _ in chunks)
@@ -277,11 +351,25 @@ def prepare_bank(rows: Sequence[Mapping[str, Any]], root: str | os.PathLike, opt
             "blocks_bytes": sum((folder / _chunk_name(k, "blocks")).stat().st_size for k, _ in chunks),
             "build_s": round(time.perf_counter() - t0, 2), "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }  # fmt: skip
-        _write_atomic(folder / BANK_NAME, json.dumps(stats, indent=1).encode())
+        _write_atomic(meta_path, json.dumps(stats, indent=1).encode())
         log.info("source bank %s: %d sources, %.1f MB audio + %.1f MB energy, %d failed %s, %.1f s", folder, n_ok,
                  stats["audio_bytes"] / 1e6, stats["energy_bytes"] / 1e6, len(failed), dict(by_reason),
                  stats["build_s"])  # fmt: skip
+        if unreadable:
+            log.warning("source bank %s: %s", folder, _failure_advice(folder, unreadable, len(unreadable)))
         return folder
+
+
+def _failure_advice(folder: Path, unreadable: Sequence[Mapping[str, Any]], n_failed: int) -> str:
+    """What to do about sources a build left out."""
+    out = []
+    if unreadable:
+        out.append(f"{len(unreadable)} could not be read (e.g. {unreadable[0]['path']}): check that their storage "
+                   "is mounted and readable; the next build retries them")  # fmt: skip
+    if n_failed > len(unreadable):
+        out.append(f"{n_failed - len(unreadable)} are corrupt or not audio: fix or drop them in the manifest "
+                   f"(a file fixed at the same path needs `rm -r {folder}` to be read again)")  # fmt: skip
+    return "; ".join(out)
 
 
 def _log_chunk(info: Mapping[str, Any], total: int) -> None:
@@ -331,14 +419,20 @@ class SourceBank:
 
     def __init__(self, folder: str | os.PathLike) -> None:
         self.folder = Path(folder)
+        with _locked(_lock_path(self.folder), fcntl.LOCK_SH):  # a build or retry holds LOCK_EX: wait for it
+            self._open()
+
+    def _open(self) -> None:
+        """Read the index and map every chunk file: the files indexed are the ones mapped, even when a later
+        build retries a chunk (it replaces the chunk's files; the maps keep the ones read here)."""
         meta_path = self.folder / BANK_NAME
         if not meta_path.is_file():
-            raise ValueError(f"{self.folder}: not a complete source bank (no {BANK_NAME})")
+            raise ValueError(f"{self.folder}: not a complete source bank (no {BANK_NAME}): build it with "
+                             "synth.bank.prepare_bank (it resumes an interrupted build)")  # fmt: skip
         self.meta = json.loads(meta_path.read_text())
         if self.meta.get("version") != BANK_VERSION:
-            raise ValueError(
-                f"{self.folder}: bank version {self.meta.get('version')!r}, expected {BANK_VERSION}"
-            )
+            raise ValueError(f"{self.folder}: bank version {self.meta.get('version')!r}, expected {BANK_VERSION} "
+                             f"(built by another version of synth.bank: delete {self.folder} to rebuild it)")  # fmt: skip
         self.options = BankOptions(**self.meta["options"])
         self.sample_rate = self.options.sample_rate
         # id → (chunk, offset, length, scale, loudness_db, energy offset, blocks offset)
@@ -346,7 +440,10 @@ class SourceBank:
         self.blocks_win_hop: tuple[int, int] | None = None
         sizes = []
         for k in range(int(self.meta["chunks"])):
-            info = json.loads((self.folder / _chunk_name(k, "json")).read_text())
+            p = self.folder / _chunk_name(k, "json")
+            if not p.is_file():
+                raise ValueError(f"{p}: missing (a damaged bank: delete {self.folder} to rebuild it)")
+            info = json.loads(p.read_text())
             self.blocks_win_hop = tuple(info["blocks_win_hop"])
             blk = frame_block(*self.blocks_win_hop)
             n_energy = n_blocks = 0
@@ -358,6 +455,9 @@ class SourceBank:
             sizes.append({"audio": sum(info["lengths"]), "energy": n_energy, "blocks": n_blocks})
         self._check_sizes(sizes)
         self._maps: dict[tuple[int, str], np.ndarray] = {}
+        for k in range(len(sizes)):
+            for name in ("audio", "energy", "blocks") if self.options.energy else ("audio", "blocks"):
+                self._map(k, name)
         self._computed_blocks: dict[tuple[str, int, int], np.ndarray] = {}
         if not self.options.energy:
             self.weighted_energy = None  # render_mixture then filters every piece itself

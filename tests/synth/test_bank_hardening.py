@@ -1,0 +1,127 @@
+"""synth.bank hardening: transient read failures are retried, the fingerprint covers what is stored, the lock
+holds across processes — on real audio files written to tmp_path."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from synth import bank as bank_mod
+from synth.bank import BankOptions, SourceBank, bank_rows, prepare_bank
+from synth.errors import AudioDecodeError
+
+SR = 48000
+OPTS = BankOptions(workers=1, chunk_sources=2)
+
+
+def make_rows(folder: Path, n_events: int = 5, n_backgrounds: int = 1) -> list[dict]:
+    """Manifest rows of real 16-bit WAV files: noise bursts (events) and a longer noise bed (backgrounds)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n_events + n_backgrounds):
+        kind = "event" if i < n_events else "background"
+        n = int(SR * (0.3 + 0.1 * i)) if kind == "event" else 2 * SR
+        path = folder / f"{kind}{i}.wav"
+        sf.write(path, (0.1 * rng.standard_normal(n)).astype(np.float32), SR, subtype="PCM_16")
+        rows.append({"id": f"{kind}{i}", "path": str(path), "split": "train", "kind": kind,
+                     "duration_s": n / SR, "sample_rate": SR, "channels": 1, "loudness_db": None,
+                     "source_type": "sfx", "captions": [f"sound {i}"], "tags": []})  # fmt: skip
+    return rows
+
+
+def build_log(monkeypatch) -> list[int]:
+    """The chunks `prepare_bank` builds from now on (in-process builds: workers=1)."""
+    built: list[int] = []
+    real = bank_mod.build_chunk
+    monkeypatch.setattr(bank_mod, "build_chunk", lambda *a: built.append(a[1]) or real(*a))
+    return built
+
+
+# ------------------------------------------------------------------------------------------ 1. transient failures
+
+
+def test_a_source_missing_at_build_time_is_retried_once_it_is_back(tmp_path, monkeypatch):
+    rows = bank_rows(make_rows(tmp_path / "audio"), "train")
+    away = tmp_path / "away.wav"
+    shutil.move(rows[2]["path"], away)  # e.g. its mount is missing during the first build
+    built = build_log(monkeypatch)
+    folder = prepare_bank(rows, tmp_path / "bank", OPTS)
+    bank = SourceBank(folder)
+    assert rows[2]["id"] not in bank and len(bank) == len(rows) - 1
+    assert bank.meta["failed"] == {"missing_file": 1} and bank.meta["retry_chunks"] == [1]
+    assert sorted(built) == [0, 1, 2]
+    # still missing: the bank is used as it is, nothing is rebuilt
+    built.clear()
+    assert prepare_bank(rows, tmp_path / "bank", OPTS) == folder and built == []
+    # back: the next build rebuilds the chunk that missed it, and only that one
+    shutil.move(away, rows[2]["path"])
+    kept = (folder / "chunk-000000.audio").stat().st_mtime_ns
+    assert prepare_bank(rows, tmp_path / "bank", OPTS) == folder
+    assert built == [1] and (folder / "chunk-000000.audio").stat().st_mtime_ns == kept
+    again = SourceBank(folder)
+    assert rows[2]["id"] in again and len(again) == len(rows)
+    assert again.meta["failed"] == {} and again.meta["retry_chunks"] == []
+    x, _ = sf.read(rows[2]["path"], dtype="float32")
+    np.testing.assert_array_equal(np.asarray(again(rows[2]["id"])), x)
+    # a reader opened before the retry keeps the files it indexed (chunk 1 now starts with another source)
+    np.testing.assert_array_equal(
+        np.asarray(bank(rows[3]["id"])), sf.read(rows[3]["path"], dtype="float32")[0]
+    )
+
+
+def test_a_bank_whose_sources_were_all_unreadable_is_built_once_they_are_back(tmp_path):
+    rows = bank_rows(make_rows(tmp_path / "audio", n_events=3, n_backgrounds=0), "train")
+    shutil.move(tmp_path / "audio", tmp_path / "unmounted")
+    with pytest.raises(ValueError, match=r"source bank .*bank/\w+: none of the 3 sources could be decoded "
+                       r"\(\{'missing_file': 3\}.*check that their storage is mounted and readable; "
+                       r"the next build retries them"):  # fmt: skip
+        prepare_bank(rows, tmp_path / "bank", OPTS)
+    shutil.move(tmp_path / "unmounted", tmp_path / "audio")
+    bank = SourceBank(prepare_bank(rows, tmp_path / "bank", OPTS))
+    assert len(bank) == 3 and bank.meta["failed"] == {}
+
+
+def test_a_corrupt_file_is_final_and_the_refusal_says_what_to_do(tmp_path, monkeypatch):
+    rows = bank_rows(make_rows(tmp_path / "audio", n_events=2, n_backgrounds=0), "train")
+    for r in rows:
+        Path(r["path"]).write_bytes(b"RIFF not really a wave file")
+    with pytest.raises(ValueError, match=r"none of the 2 sources could be decoded \(\{'decode_error': 2\}.*"
+                       r"fix or drop them in the manifest \(a file fixed at the same path needs `rm -r .*bank/"):  # fmt: skip
+        prepare_bank(rows, tmp_path / "bank", OPTS)
+    rows = bank_rows(make_rows(tmp_path / "audio2", n_events=3, n_backgrounds=0), "train")
+    Path(rows[0]["path"]).write_bytes(b"RIFF not really a wave file")
+    built = build_log(monkeypatch)
+    folder = prepare_bank(rows, tmp_path / "bank", OPTS)
+    assert SourceBank(folder).meta["failed"] == {"decode_error": 1}
+    assert SourceBank(folder).meta["retry_chunks"] == []
+    built.clear()
+    assert prepare_bank(rows, tmp_path / "bank", OPTS) == folder and built == []
+
+
+def test_an_unreadable_file_is_a_transient_read_error(tmp_path):
+    bad = AudioDecodeError(str(tmp_path), "libsndfile cannot decode it", "decode_error")
+    assert bank_mod._failure_reason(str(tmp_path), bad) == "read_error"  # open() fails: not the content
+    corrupt = tmp_path / "x.wav"
+    corrupt.write_bytes(b"RIFF junk")
+    assert bank_mod._failure_reason(str(corrupt), bad) == "decode_error"
+    assert bank_mod._failure_reason(str(corrupt), PermissionError("denied")) == "read_error"
+
+
+def test_refusals_name_the_folder_and_what_to_do(tmp_path):
+    folder = prepare_bank(bank_rows(make_rows(tmp_path / "audio", 2, 0), "train"), tmp_path / "bank", OPTS)
+    with pytest.raises(ValueError, match=r"not a complete source bank .*prepare_bank"):
+        SourceBank(tmp_path)
+    meta = json.loads((folder / "bank.json").read_text())
+    (folder / "bank.json").write_text(json.dumps({**meta, "version": 0}))
+    with pytest.raises(ValueError, match=rf"bank version 0, expected .*delete {folder} to rebuild it"):
+        SourceBank(folder)
+    (folder / "bank.json").write_text(json.dumps(meta))
+    (folder / "chunk-000000.json").unlink()
+    with pytest.raises(ValueError, match=rf"chunk-000000\.json: missing \(a damaged bank: delete {folder}"):
+        SourceBank(folder)

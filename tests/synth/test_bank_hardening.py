@@ -125,3 +125,36 @@ def test_refusals_name_the_folder_and_what_to_do(tmp_path):
     (folder / "chunk-000000.json").unlink()
     with pytest.raises(ValueError, match=rf"chunk-000000\.json: missing \(a damaged bank: delete {folder}"):
         SourceBank(folder)
+
+
+# ------------------------------------------------------------------------------------------ 2. fingerprint
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "changes"),
+    [
+        ("path", "/elsewhere/event1.wav", True),
+        ("duration_s", 0.41, True),
+        ("kind", "background", True),
+        ("loudness_db", -23.0, True),
+        ("captions", ["another caption"], False),  # captions are not stored
+        ("tags", ["t"], False),
+        ("captions", [], True),  # ... but a caption-less event is not in the bank
+    ],
+)
+def test_fingerprint_follows_what_is_stored(tmp_path, key, value, changes):
+    rows = make_rows(tmp_path / "audio", 3, 1)
+    edited = [dict(r, **{key: value}) if r["id"] == "event1" else r for r in rows]
+    fps = [bank_mod.bank_fingerprint(bank_rows(r, "train"), OPTS) for r in (rows, edited)]
+    assert (fps[0] != fps[1]) is changes
+
+
+def test_flipping_a_background_to_an_event_builds_a_new_bank(tmp_path):
+    rows = make_rows(tmp_path / "audio", 2, 1)
+    bank = SourceBank(prepare_bank(bank_rows(rows, "train"), tmp_path / "bank", OPTS))
+    with pytest.raises(KeyError, match="no energy stored"):
+        bank.weighted_energy("background2")
+    flipped = [dict(r, kind="event") for r in rows]
+    again = SourceBank(prepare_bank(bank_rows(flipped, "train"), tmp_path / "bank", OPTS))
+    assert again.folder != bank.folder
+    assert len(again.weighted_energy("background2")) == len(again("background2")) + 1

@@ -35,8 +35,11 @@ Choices:
   final; a missing or unreadable one (`TRANSIENT_REASONS`: a mount, a permission, network storage) is not:
   bank.json lists its chunk, and a later `prepare_bank` that finds the file readable rebuilds that chunk
   (readers take a shared lock to open a bank and map every chunk file then, so a retry never mixes files).
-- **Fingerprint**: sha256 over the options and, per source, id, path, duration, rate, channels, loudness: a
-  manifest change that touches audio makes a new bank; captions do not (the pool is built from the manifest).
+- **Fingerprint**: sha256 over the options, the block frames and, per source, id, path, duration, rate,
+  channels, loudness and kind: a manifest change that touches what is stored makes a new bank. Captions are
+  not stored, but they decide which events are: an edit that leaves an event without captions (or gives a
+  caption-less one captions) changes the rows and so the bank; any other caption edit keeps it (the pool's
+  captions are read from the manifest).
 """
 
 from __future__ import annotations
@@ -65,11 +68,13 @@ from synth.records import json_record_bytes, stable_int
 
 log = logging.getLogger(__name__)
 
-BANK_VERSION = 2  # 2: bank.json records the chunks to retry (transient failures)
+BANK_VERSION = 3  # 2: bank.json records the chunks to retry; 3: the fingerprint covers kind and block frames
 BANK_NAME = "bank.json"
 DTYPES = ("int16", "float32")
 EXACT_SCALE = 2.0**-15  # 16-bit PCM: libsndfile decodes sample k as k / 32768
-_FINGERPRINT_KEYS = ("id", "path", "duration_s", "sample_rate", "channels", "loudness_db")
+# what a row decides about its stored bytes: the audio (path, header), the loudness (stored when given, else
+# measured) and the kind (events store energy, backgrounds block energies)
+_FINGERPRINT_KEYS = ("id", "path", "duration_s", "sample_rate", "channels", "loudness_db", "kind")
 # decode failures that may pass (the file is missing or unreadable now: a mount, a permission, network storage):
 # not final, a later build retries them once the file is readable; any other reason (corrupt, truncated) is final
 TRANSIENT_REASONS = frozenset({"missing_file", "read_error"})
@@ -116,11 +121,19 @@ def bank_rows(
     return sorted((r for r in mine if str(r["id"]) in keep), key=lambda r: str(r["id"]))
 
 
+def _blocks_win_hop() -> tuple[int, int]:
+    """The loudness frames backgrounds' block energies are stored at (the relabel frames)."""
+    from synth.relabel import RelabelConfig
+
+    return RelabelConfig().win, RelabelConfig().hop
+
+
 def bank_fingerprint(rows: Sequence[Mapping[str, Any]], opts: BankOptions) -> str:
+    """sha256 over what decides the stored bytes: options, block frames and each row's `_FINGERPRINT_KEYS`."""
     h = hashlib.sha256()
     o = asdict(opts)
     o.pop("workers")  # how many processes built it changes no byte
-    h.update(json_record_bytes({"version": BANK_VERSION, "options": o}))
+    h.update(json_record_bytes({"version": BANK_VERSION, "options": o, "blocks_win_hop": _blocks_win_hop()}))
     for r in rows:
         h.update(json_record_bytes({k: r.get(k) for k in _FINGERPRINT_KEYS}))
     return h.hexdigest()
@@ -208,11 +221,10 @@ def _retry_due(info: Mapping[str, Any]) -> bool:
 
 def build_chunk(folder: str, k: int, rows: Sequence[Mapping[str, Any]], opts: BankOptions) -> dict[str, Any]:
     """Decode, store and describe chunk k; returns its JSON (also written as the chunk's completion mark)."""
-    from synth.relabel import RelabelConfig
     from synth.source_cache import AudioCache
 
     sr, root = opts.sample_rate, Path(folder)
-    win, hop = RelabelConfig().win, RelabelConfig().hop
+    win, hop = _blocks_win_hop()
     parts: dict[str, list[np.ndarray]] = {"audio": [], "energy": [], "blocks": []}
     keys = ("ids", "offsets", "lengths", "scales", "loudness_db", "energy_offsets", "blocks_offsets")
     meta: dict[str, list] = {key: [] for key in keys}

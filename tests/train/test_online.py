@@ -424,3 +424,28 @@ def test_two_ranks_each_build_and_mix_their_own_bank_part(train_shards, tmp_path
     rows = metrics(out)
     assert [r["step"] for r in rows] == [1, 2]
     assert all(r["online/online0/mixtures"] == 4 for r in rows)  # 2 per rank, summed
+
+
+def test_captions_and_tags_empty_after_normalising_are_dropped_and_counted(
+    train_shards, place, tmp_path, caplog
+):
+    """A caption such as "..." (non-empty, but "" after `normalize_text`) never reaches a mixture: the pool drops
+    it before sampling; an event left with no caption is left out; both are counted and logged."""
+    rows = read_manifest(train_shards / "manifest.parquet").to_pylist()
+    events = [r for r in rows if r["split"] == "train" and r["kind"] == "event"]
+    for j, r in enumerate(events):  # every event gets a "..." caption and tag; every third has no other
+        r["captions"] = ["..."] if j % 3 == 0 else ["...", *r["captions"]]
+        r["tags"] = [" !", *(r["tags"] or [])]
+    write_manifest(rows, tmp_path / "m.parquet")
+    cfg = SourceConfig("gen", kind="online", manifest=str(tmp_path / "m.parquet"))
+    with caplog.at_level("INFO", logger="model.train.online"):
+        src = resolve_sources([cfg], "sed", place)[0]  # audio unchanged: the session's bank is found
+    _, pool = src.open()
+    only_dots = len(events[::3])
+    assert pool.skipped["caption_empty_text"] == len(events) and pool.skipped["tag_empty_text"] == len(events)
+    assert pool.skipped["event_empty_captions"] == only_dots and pool.skipped["event_no_caption"] == 0
+    assert all(c != "..." for s in (*pool.sfx, *pool.general) for c in (*s.captions, *s.tags))
+    assert f"caption_empty_text': {len(events)}" in caplog.text
+    data = data_cfg(train_shards, sed_sources=(cfg,), global_batch=0, sed_batch=4)
+    got = batches(data, 0, 6, bank=place)  # 24 mixtures: none raises, none is skipped
+    assert all(b["skipped"] == {} and b["online"]["gen/mixtures"] == 4 for b in got.values())

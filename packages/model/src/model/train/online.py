@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from model.text_slots import normalize_text
 from model.train.config import BankConfig, SourceConfig
 from synth.bank import BankOptions, SourceBank, bank_rows, prepare_bank
 from synth.flac import quantize_pcm16
@@ -99,10 +100,12 @@ class OnlineSource:
             bank = SourceBank(self.bank_folder)
             rows = [r for r in bank_rows(read_rows(self.manifest), self.split, self.part, self.parts)
                     if str(r["id"]) in bank]  # fmt: skip
+            rows, dropped = drop_empty_texts(rows)
             m = self.mixture  # the pool RenderMixtureShardFn builds for this recipe
             self._pool = SourcePool.from_manifest(
                 rows, self.split, min_background_s=m.duration_s, min_event_s=m.min_event_s
             )
+            self._pool.skipped.update(dropped)
             self._bank = bank
         return self._bank, self._pool
 
@@ -119,6 +122,27 @@ class OnlineSource:
             f"{self.name}/{ref.key}", spec if full_spec else _SpecId(spec), rendered, SAMPLE_RATE
         )
         return quantize_pcm16(rendered.audio), rec, mixture_counters(spec, rendered, len(rec["events"]))
+
+
+def drop_empty_texts(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Counter]:
+    """The rows with every caption and tag that `normalize_text` turns into "" (e.g. "...") removed, and their
+    counts (`caption_empty_text`, `tag_empty_text`); an event left without a caption is removed too
+    (`event_empty_captions`). An online mixture is never skipped, so an event text the labels would refuse
+    (`model.train.data.sed_events`) must not reach one; the shard path skips such a mixture instead."""
+    dropped: Counter = Counter()
+    out = []
+    for row in rows:
+        row = dict(row)
+        for key, reason in (("captions", "caption_empty_text"), ("tags", "tag_empty_text")):
+            values = row.get(key) or []
+            kept = [v for v in values if isinstance(v, str) and normalize_text(v)]
+            dropped[reason] += len(values) - len(kept)
+            row[key] = kept
+        if row.get("kind") == "event" and not row["captions"]:
+            dropped["event_empty_captions"] += 1
+            continue
+        out.append(row)
+    return out, +dropped
 
 
 class _SpecId:
@@ -180,6 +204,10 @@ def resolve_online(
     log.info("online source %r: %d events (sfx %d, general %d), %d backgrounds, bank %s (part %d of %d, %s)", name,
              len(pool.sfx) + len(pool.general), len(pool.sfx), len(pool.general), len(pool.backgrounds), folder,
              part, bank.parts, b.options.dtype)  # fmt: skip
+    if pool.skipped:
+        log.warning(
+            "online source %r: left out of the pool (by reason): %s", name, dict(sorted(pool.skipped.items()))
+        )
     return src
 
 

@@ -3,8 +3,14 @@ holds across processes — on real audio files written to tmp_path."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
+import multiprocessing
 import shutil
+import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -158,3 +164,91 @@ def test_flipping_a_background_to_an_event_builds_a_new_bank(tmp_path):
     again = SourceBank(prepare_bank(bank_rows(flipped, "train"), tmp_path / "bank", OPTS))
     assert again.folder != bank.folder
     assert len(again.weighted_energy("background2")) == len(again("background2")) + 1
+
+
+# ------------------------------------------------------------------------------------------ 3. the lock
+
+
+class _Messages(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _build_in_child(rows: list[dict], root: str, queue) -> None:
+    """A spawned builder: says it is ready, builds (or finds) the bank, returns its folder and log lines."""
+    handler = _Messages()
+    logger = logging.getLogger("synth.bank")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    queue.put("ready")
+    folder = prepare_bank(rows, root, OPTS)
+    queue.put((str(folder), handler.messages))
+
+
+@contextmanager
+def held(lock: Path):
+    """The bank's lock held by this process (as another builder would)."""
+    with open(lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def test_two_processes_build_one_bank_once(tmp_path):
+    rows = bank_rows(make_rows(tmp_path / "audio"), "train")
+    root = tmp_path / "bank"
+    root.mkdir()
+    lock = bank_mod._lock_path(root / bank_mod.bank_fingerprint(rows, OPTS)[:16])
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_build_in_child, args=(rows, str(root), queue)) for _ in range(2)]
+    with held(lock):  # both builders start while the lock is taken: both wait, then one builds
+        for p in procs:
+            p.start()
+        assert [queue.get(timeout=120) for _ in procs] == ["ready", "ready"]
+        time.sleep(1.0)
+    results = [queue.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    folders = {folder for folder, _ in results}
+    assert len(folders) == 1
+    for _, messages in results:  # one line per wait (shorter than LOCK_LOG_EVERY_S)
+        assert messages.count(f"waiting for the source bank lock at {lock} held by another process") == 1
+    built = [
+        m.split(" (")[0] for _, messages in results for m in messages if m.startswith("source bank: chunk")
+    ]
+    assert sorted(built) == [f"source bank: chunk {k} of 3" for k in (1, 2, 3)]  # each chunk built once
+    alone = prepare_bank(rows, tmp_path / "alone", OPTS)
+    folder = Path(folders.pop())
+    assert folder.name == alone.name
+    for k in range(3):
+        for ext in ("audio", "energy", "blocks"):
+            name = f"chunk-{k:06d}.{ext}"
+            assert (folder / name).read_bytes() == (alone / name).read_bytes()
+        info = [json.loads((d / f"chunk-{k:06d}.json").read_text()) for d in (folder, alone)]
+        assert [{key: v for key, v in i.items() if key != "seconds"} for i in info] == [
+            {key: v for key, v in i.items() if key != "seconds"} for i in info[::-1]
+        ]
+
+
+def test_a_waiting_builder_says_so_once_then_every_interval(tmp_path, monkeypatch, caplog):
+    rows = bank_rows(make_rows(tmp_path / "audio", 2, 0), "train")
+    root = tmp_path / "bank"
+    root.mkdir()
+    lock = bank_mod._lock_path(root / bank_mod.bank_fingerprint(rows, OPTS)[:16])
+    line = f"waiting for the source bank lock at {lock} held by another process"
+    caplog.set_level(logging.INFO, logger="synth.bank")
+    for every, waits in ((60.0, {1}), (0.5, {2, 3, 4})):  # held 1.5 s: at 0 s, then every 0.5 s
+        caplog.clear()
+        monkeypatch.setattr(bank_mod, "LOCK_LOG_EVERY_S", every)
+        with held(lock):
+            th = threading.Thread(target=prepare_bank, args=(rows, root, OPTS))
+            th.start()
+            time.sleep(1.5)
+        th.join()
+        assert [r.getMessage() for r in caplog.records].count(line) in waits
+        assert all(r.levelno == logging.INFO for r in caplog.records if r.getMessage() == line)

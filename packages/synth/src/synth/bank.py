@@ -78,6 +78,7 @@ _FINGERPRINT_KEYS = ("id", "path", "duration_s", "sample_rate", "channels", "lou
 # decode failures that may pass (the file is missing or unreadable now: a mount, a permission, network storage):
 # not final, a later build retries them once the file is readable; any other reason (corrupt, truncated) is final
 TRANSIENT_REASONS = frozenset({"missing_file", "read_error"})
+LOCK_LOG_EVERY_S = 60.0  # ours: a process waiting for another's bank lock says so, then again this often
 
 
 @dataclass(frozen=True)
@@ -295,10 +296,25 @@ def _locked(path: Path, op: int) -> Iterator[None]:
         yield
         return
     try:
-        fcntl.flock(fd, op)
+        _flock_waiting(fd, op, path)
         yield
     finally:
         os.close(fd)
+
+
+def _flock_waiting(fd: int, op: int, path: Path) -> None:
+    """flock(fd, op), logging at INFO when it has to wait for another holder, then every LOCK_LOG_EVERY_S."""
+    logged = None
+    while True:
+        try:
+            fcntl.flock(fd, op | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            now = time.monotonic()
+            if logged is None or now - logged >= LOCK_LOG_EVERY_S:
+                log.info("waiting for the source bank lock at %s held by another process", path)
+                logged = now
+            time.sleep(0.2)
 
 
 def prepare_bank(rows: Sequence[Mapping[str, Any]], root: str | os.PathLike, opts: BankOptions) -> Path:

@@ -3,6 +3,7 @@ synth.bank) — equal to the shard pipeline's, deterministic, resumable, counted
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import shutil
@@ -16,7 +17,15 @@ import pytest
 import soundfile as sf
 import torch
 
-from model.train.config import BankConfig, DataConfig, SourceConfig, load
+from model.train.config import (
+    BankConfig,
+    DataConfig,
+    SourceConfig,
+    TrainConfig,
+    load,
+    source_recipe,
+    to_yaml,
+)
 from model.train.data import BankPlace, DataError, make_loader, resolve_sources
 from model.train.online import MixtureRef, OnlineSource, bank_part
 from synth import bank as bank_mod
@@ -261,28 +270,66 @@ def test_bank_parts_split_the_sources_and_map_ranks_by_node(train_shards):
     assert [bank_part(r, 4, 1) for r in range(4)] == [0, 0, 0, 0]
 
 
+ONLINE_YAML = (
+    "data:\n  sed_batch: 4\n  mixture: {max_events: 4, relabel: {threshold_db: -60}}\n"
+    "  sed_sources:\n"
+    "    - {name: a, kind: online, manifest: m.parquet, weight: 0.5, mixture: {min_events: 2}}\n"
+    "    - {name: b, shards: data/x, weight: 0.5}\n"
+    "loss: {clip: 0}\nmodel: {text_path: x}\n"
+)
+
+
 def test_online_config_from_yaml_and_overrides(tmp_path):
     y = tmp_path / "c.yaml"
-    y.write_text(
-        "data:\n  sed_batch: 4\n  mixture: {max_events: 4, relabel: {threshold_db: -60}}\n"
-        "  sed_sources:\n"
-        "    - {name: a, kind: online, manifest: m.parquet, weight: 0.5, mixture: {min_events: 2}}\n"
-        "    - {name: b, shards: data/x, weight: 0.5}\n"
-        "loss: {clip: 0}\nmodel: {text_path: x}\n"
-    )
+    y.write_text(ONLINE_YAML)
     cfg = load(y, ["data.mixture.snr_db=[10, 20]", "data.bank.dtype=float32"])
     a, b = cfg.data.sed_sources
     assert a.kind == "online" and b.kind == "shards" and a.split == "train"
-    assert (a.mixture.min_events, a.mixture.max_events, a.mixture.snr_db) == (2, 4, (10.0, 20.0))
-    assert a.mixture.relabel.threshold_db == -60 and cfg.data.bank.dtype == "float32"
-    again = load(
-        None,
-        ["data.sed_batch=4", "loss.clip=0"],
-        **{"data.sed_sources": [cfg.to_dict()["data"]["sed_sources"][0]]},
-    )
-    assert (
-        again.data.sed_sources[0].mixture == a.mixture
-    )  # the resolved config.yaml reloads to the same recipe
+    assert a.mixture == {"min_events": 2}  # the source's own fields; data.mixture is merged at resolution
+    m = source_recipe(cfg.data.mixture, a, "a")
+    assert (m.min_events, m.max_events, m.snr_db) == (2, 4, (10.0, 20.0))
+    assert m.relabel.threshold_db == -60 and cfg.data.bank.dtype == "float32"
+
+
+def test_saved_config_reloads_to_the_same_config_and_data_mixture_still_applies(tmp_path):
+    """OUT/config.yaml keeps each source's own fields only: reloading it with the run's overrides gives the same
+    config, and a later `data.mixture.X=` reaches the online source (it used to store the merged recipe)."""
+    y = tmp_path / "c.yaml"
+    y.write_text(ONLINE_YAML)
+    overrides = ["data.mixture.snr_db=[10, 20]", "data.mixture.relabel.threshold_db=-50"]
+    cfg = load(y, overrides)
+    saved = tmp_path / "config.yaml"
+    saved.write_text(to_yaml(cfg))
+    assert load(saved, overrides) == cfg
+    again = load(saved, ["data.mixture.max_events=7"])
+    m = source_recipe(again.data.mixture, again.data.sed_sources[0], "a")
+    assert (m.min_events, m.max_events, m.snr_db, m.relabel.threshold_db) == (2, 7, (10.0, 20.0), -50.0)
+
+
+def test_load_leaves_the_callers_updates_alone():
+    sources = [{"name": "a", "kind": "online", "manifest": "m", "mixture": {"min_events": 2}}]
+    before = copy.deepcopy(sources)
+    load(None, ["data.sed_batch=4", "loss.clip=0", "data.global_batch=0", "data.mixture.max_events=5"],
+         **{"data.sed_sources": sources})  # fmt: skip
+    assert sources == before
+
+
+def test_code_built_data_config_resolves_like_a_loaded_one(train_shards, place):
+    """`DataConfig(mixture=…)` built in code: its online sources get data.mixture under their own fields, as
+    when the same config is loaded from YAML."""
+    own = online_cfg(train_shards, mixture={"min_events": 2})
+    data = DataConfig(mixture=MixtureConfig(max_events=4), sed_sources=(own,), sed_batch=2, global_batch=0)
+    loaded = load(None, ["loss.clip=0", "model.text_path=x"],
+                  **{"data": data_to_dict(data)}).data  # fmt: skip
+    assert loaded == data
+    for d in (data, loaded):
+        src = resolve_sources(d.sed_sources, "sed", place, mixture=d.mixture)[0]
+        assert (src.mixture.min_events, src.mixture.max_events) == (2, 4)
+        assert src.mixture == source_recipe(d.mixture, own, "gen")
+
+
+def data_to_dict(d: DataConfig) -> dict:
+    return TrainConfig(data=d).to_dict()["data"]
 
 
 @pytest.mark.parametrize(
@@ -293,7 +340,7 @@ def test_online_config_from_yaml_and_overrides(tmp_path):
         ({"name": "a", "kind": "online"}, [], "online source needs a manifest"),
         ({"name": "a", "kind": "onlin", "manifest": "m"}, [], "kind must be one of"),
         ({"name": "a", "kind": "online", "manifest": "m", "mixture": {"min_events": 5, "max_events": 2}}, [],
-         "data.sed_sources[0].mixture: MixtureConfig: need 1 <= min_events"),
+         "data.sed_sources[0] (a).mixture: MixtureConfig: need 1 <= min_events"),
         ({"name": "a", "kind": "online", "manifest": "m", "split": "test"}, [], "split must be train or heldout"),
         ({"name": "a", "kind": "online", "manifest": "m"}, ["data.bank.dtype=float16"], "data.bank.dtype must be"),
     ],

@@ -6,12 +6,13 @@ says what this toolkit chose. `load(path, overrides)` is the one entry point.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 
@@ -37,7 +38,9 @@ class SourceConfig:
     kind: str = "shards"  # "shards" | "online"
     manifest: str = ""  # online: source manifest (pipelines/caption.py or render_mixtures.py writes one)
     split: str = "train"  # online: which split's sources to mix
-    mixture: MixtureConfig = field(default_factory=MixtureConfig)  # online: over data.mixture
+    # online: the fields of data.mixture this source changes (e.g. {max_events: 6, relabel: {threshold_db: -50}});
+    # the recipe is `source_recipe(data.mixture, source)`, made where the source is resolved
+    mixture: Annotated[dict[str, Any], MixtureConfig] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,7 @@ class DataConfig:
     overflow: str = "drop"  # "drop" (counted) | "grow" (never drop: as many slots as texts) | "error"
     min_overlap: float = 0.0  # frame label rule: any positive overlap makes a frame active
     mixture: MixtureConfig = field(default_factory=MixtureConfig)  # §4.2 / App. C.4: online sources' recipe
+    # (each source's own `mixture` fields on top: `source_recipe`)
     bank: BankConfig = field(default_factory=BankConfig)
 
 
@@ -168,10 +172,13 @@ def _plain(x: Any) -> Any:
 
 
 def _convert(value: Any, hint: Any, where: str) -> Any:
-    """Coerce a YAML value to the annotated type (dataclass, tuple, scalar); ValueError names `where`."""
+    """Coerce a YAML value to the annotated type (dataclass, tuple, scalar, or `Annotated[dict, D]`: some fields
+    of dataclass D); ValueError names `where`."""
     origin = typing.get_origin(hint)
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, where)
+    if origin is Annotated:
+        return _partial(typing.get_args(hint)[1], value, where)
     if origin is tuple:
         args = typing.get_args(hint)
         if not isinstance(value, list | tuple):
@@ -216,17 +223,44 @@ def _build(kind: type, d: Any, where: str) -> Any:
         d = {}
     if not isinstance(d, dict):
         raise ValueError(f"{where or 'config'}: expected a mapping, got {d!r}")
-    hints = typing.get_type_hints(kind)
-    names = {f.name for f in dataclasses.fields(kind)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        prefix = f"{where}." if where else ""
-        raise ValueError(f"unknown config key(s): {', '.join(prefix + k for k in unknown)}")
+    hints = _hints(kind, d, where)
     kwargs = {k: _convert(v, hints[k], f"{where}.{k}" if where else k) for k, v in d.items()}
     try:
         return kind(**kwargs)
-    except ValueError as e:  # the dataclass's own checks (e.g. MixtureConfig)
+    except (ValueError, TypeError) as e:  # the dataclass's own checks (e.g. MixtureConfig)
         raise ValueError(f"{where}: {e}" if where else str(e)) from None
+
+
+def _hints(kind: type, d: dict[str, Any], where: str) -> dict[str, Any]:
+    """The field types of dataclass `kind`; ValueError naming any key of `d` that is not a field."""
+    unknown = sorted(set(d) - {f.name for f in dataclasses.fields(kind)})
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ValueError(f"unknown config key(s): {', '.join(prefix + str(k) for k in unknown)}")
+    return typing.get_type_hints(kind, include_extras=True)
+
+
+def _partial(kind: type, d: Any, where: str) -> dict[str, Any]:
+    """Some fields of dataclass `kind` (nested dataclasses partly too), each coerced to its type: a plain dict."""
+    if isinstance(d, kind):
+        d = dataclasses.asdict(d)
+    if d is None:
+        return {}
+    if not isinstance(d, dict):
+        raise ValueError(f"{where}: expected a mapping, got {d!r}")
+    hints = _hints(kind, d, where)
+    return {
+        k: _partial(hints[k], v, f"{where}.{k}") if dataclasses.is_dataclass(hints[k])
+        else _convert(v, hints[k], f"{where}.{k}")
+        for k, v in d.items()
+    }  # fmt: skip
+
+
+def source_recipe(base: MixtureConfig, source: SourceConfig, where: str) -> MixtureConfig:
+    """An online source's recipe: `base` (data.mixture) with the source's own `mixture` fields on top — the one
+    place the two meet (loading checks it, resolving uses it). ValueError names `where` and the key."""
+    own = _partial(MixtureConfig, source.mixture, f"{where}.mixture")
+    return _build(MixtureConfig, _deep_merge(dataclasses.asdict(base), own), f"{where}.mixture")
 
 
 def _set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
@@ -254,7 +288,9 @@ def _check_override_path(key: str) -> None:
         fields = {f.name: f for f in dataclasses.fields(kind)}
         if p not in fields:
             raise ValueError(f"unknown config key: {key}")
-        kind = typing.get_type_hints(kind)[p]
+        kind = typing.get_type_hints(kind, include_extras=True)[p]
+        if typing.get_origin(kind) is Annotated:  # some fields of a dataclass (SourceConfig.mixture)
+            kind = typing.get_args(kind)[1]
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -286,29 +322,13 @@ def load(path: str | Path | None, overrides: list[str] = (), **updates: Any) -> 
         _set_dotted(raw, key, value)
     for key, value in updates.items():
         _check_override_path(key)
-        _set_dotted(raw, key, value)
-    _merge_mixture_defaults(raw)
+        _set_dotted(raw, key, copy.deepcopy(value))  # the caller's objects stay as they are
     try:
         cfg = _build(TrainConfig, raw, "")
     except ValueError as e:
         raise ValueError(f"{path}: {e}" if path is not None else str(e)) from None
     validate(cfg)
     return cfg
-
-
-def _merge_mixture_defaults(raw: dict[str, Any]) -> None:
-    """Each online SED source's `mixture` = `data.mixture` with the source's own fields on top."""
-    data = raw.get("data")
-    if not isinstance(data, dict) or not isinstance(data.get("sed_sources"), list):
-        return
-    base = data.get("mixture") or {}
-    if not isinstance(base, dict):
-        return  # _build reports it
-    for src in data["sed_sources"]:
-        if isinstance(src, dict) and src.get("kind") == "online":
-            own = src.get("mixture") or {}
-            if isinstance(own, dict):
-                src["mixture"] = _deep_merge(base, own)
 
 
 def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
@@ -368,6 +388,7 @@ def validate(cfg: TrainConfig) -> None:
                     raise ValueError(f"{where}: an online source needs a manifest")
                 if s.split not in ("train", "heldout"):
                     raise ValueError(f"{where} split must be train or heldout, got {s.split!r}")
+                source_recipe(d.mixture, s, where)
             elif not s.shards:
                 raise ValueError(f"{where} has no shards")
             if not s.weight > 0:

@@ -58,10 +58,11 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from model.text_slots import build_text_slots, normalize_text
-from model.train.config import BankConfig, DataConfig, SourceConfig
+from model.train.config import BankConfig, DataConfig, SourceConfig, source_recipe
 from model.train.online import MixtureRef, OnlineSource, resolve_online, spec_seed
 from model.train.shards import SampleRef, expand_shards, iter_refs, open_shard, read_member
 from synth.audio import resample
+from synth.spec import MixtureConfig
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +93,11 @@ class BankPlace:
     world: int = 1
 
 
-def resolve_sources(sources: Sequence[SourceConfig], stream: str,
-                    bank: BankPlace | None = None) -> list[Source | OnlineSource]:  # fmt: skip
+def resolve_sources(sources: Sequence[SourceConfig], stream: str, bank: BankPlace | None = None,
+                    mixture: MixtureConfig | None = None) -> list[Source | OnlineSource]:  # fmt: skip
     """Expand every source's shard pattern (a source that matches no file raises DataError naming it); online
-    sources get their source bank (built under `bank.root` when missing)."""
+    sources get their recipe (`mixture`, i.e. data.mixture — default the paper's — under the source's own fields)
+    and their source bank (built under `bank.root` when missing)."""
     out: list[Source | OnlineSource] = []
     for i, s in enumerate(sources):
         name = s.name or f"{stream}{i}"
@@ -103,7 +105,8 @@ def resolve_sources(sources: Sequence[SourceConfig], stream: str,
             if bank is None:
                 raise DataError(f"data source {name!r} ({stream} stream): online sources need a bank folder")
             try:
-                out.append(resolve_online(s, name, bank.bank, bank.root, bank.rank, bank.world))
+                recipe = source_recipe(mixture or MixtureConfig(), s, f"online source {name!r}")
+                out.append(resolve_online(s, name, recipe, bank.bank, bank.root, bank.rank, bank.world))
             except ValueError as e:
                 raise DataError(str(e)) from None
             continue

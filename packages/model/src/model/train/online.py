@@ -167,11 +167,10 @@ def mixture_counters(spec: Any, rendered: Any, labelled: int) -> Counter:
     return out
 
 
-def resolve_online(
-    cfg: SourceConfig, name: str, bank: BankConfig, bank_root: Path, rank: int, world: int
-) -> OnlineSource:
-    """Check an online source, build (or find) its bank and return it; ValueError names what is wrong."""
-    m = cfg.mixture
+def resolve_online(cfg: SourceConfig, name: str, m: MixtureConfig, bank: BankConfig, bank_root: Path, rank: int,
+                   world: int) -> OnlineSource:  # fmt: skip
+    """Check an online source with its recipe `m` (`source_recipe`), build (or find) its bank and return it;
+    ValueError names what is wrong."""
     if m.sample_rate != SAMPLE_RATE:
         raise ValueError(f"online source {name!r}: mixture.sample_rate must be {SAMPLE_RATE} (the trainer's rate), "
                          f"got {m.sample_rate}")  # fmt: skip

@@ -162,7 +162,7 @@ class Trainer:
             place = BankPlace(
                 Path(d.bank.dir) if d.bank.dir else self.out / "bank", d.bank, self.rank, self.world
             )
-            self.sources["sed"] = resolve_sources(d.sed_sources, "sed", place)
+            self.sources["sed"] = resolve_sources(d.sed_sources, "sed", place, d.mixture)
         self.online_names = [s.name for s in self.sources["sed"] if isinstance(s, OnlineSource)]
         resume_from = ckpt_state.latest_checkpoint(self.out) if self.resume else None
         if self.resume and resume_from is None and self.rank == 0:

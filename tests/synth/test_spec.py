@@ -1,6 +1,7 @@
 """Mixture spec sampler (§4.2): hard constraints, determinism, distributions, realised mode shares, JSON."""
 
 import json
+import re
 from collections import Counter
 
 import numpy as np
@@ -281,3 +282,51 @@ def test_feasible_onsets_avoid_full_regions_exactly():
     assert seen == allowed
     assert sample_feasible_onset(rng, 10, 200, [(0, 200)]) is None
     assert sample_feasible_onset(rng, 300, 200, []) is None
+
+
+BAD_MIXTURE_SETTINGS = [
+    ("snr_db", [30.0, 6.0], r"\[lo, hi\]: finite dB, lo <= hi"),
+    ("snr_db", (6.0, float("inf")), r"\[lo, hi\]: finite dB"),
+    ("snr_db", (6.0,), r"\[lo, hi\]"),
+    ("split_pieces", [3, 2], r"\[lo, hi\]: integers, 1 <= lo <= hi"),
+    ("split_pieces", [0, 0], r"\[lo, hi\]: integers, 1 <= lo <= hi"),
+    ("repeat_count", [0, 0], r"\[lo, hi\]: integers, 1 <= lo <= hi"),
+    ("repeat_count", (2.5, 3), r"\[lo, hi\]: integers"),
+    ("min_piece_s", -1.0, r"at least one sample \(>= 1 / sample_rate = 2.08e-05 s\)"),
+    ("min_piece_s", 1e-9, "at least one sample"),
+    ("background_level_db", float("nan"), "a finite level in dBFS"),
+    ("sfx_fraction", 1.5, r"a probability in \[0, 1\]"),
+    ("split_prob", float("nan"), r"a probability in \[0, 1\]"),
+    ("repeat_prob", -0.1, r"a probability in \[0, 1\]"),
+    ("max_peak", 0.0, "a finite peak > 0"),
+    ("max_peak", float("inf"), "a finite peak > 0"),
+    ("fade_s", -1.0, "a finite number of seconds >= 0"),
+    ("fade_s", float("inf"), "a finite number of seconds >= 0"),
+    ("min_event_s", float("nan"), "a finite number of seconds >= 0"),
+    ("max_placement_tries", 0, "an integer >= 1"),
+    ("max_concurrent", 0, "an integer >= 1"),
+    ("duration_s", 0.0, "a finite number of seconds > 0"),
+    ("duration_s", float("nan"), "a finite number of seconds > 0"),
+    ("sample_rate", 0, r"an integer > 0 \(Hz\)"),
+    ("relabel", {"win": 2400}, "a RelabelConfig"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "allowed"), BAD_MIXTURE_SETTINGS)
+def test_mixture_config_refuses_each_bad_setting_naming_it(name, value, allowed):
+    with pytest.raises(ValueError) as err:
+        MixtureConfig(**{name: value})
+    message = str(err.value)
+    assert message.startswith(f"MixtureConfig.{name} must be ") and message.endswith(f", got {value!r}")
+    assert re.search(allowed, message), message
+
+
+def test_mixture_config_accepts_the_papers_recipe_and_edges():
+    assert MixtureConfig() == CFG  # the paper's recipe (§4.2)
+    MixtureConfig(duration_s=20.0, snr_db=(10.0, 10.0), split_pieces=(1, 1), repeat_count=[2, 5],
+                  sfx_fraction=1.0, split_prob=0.0, repeat_prob=1.0, fade_s=0.0, min_event_s=0.0,
+                  max_peak=1.0, background_level_db=-20.0, max_placement_tries=1)  # fmt: skip
+    with pytest.raises(ValueError, match=r"split_prob \+ repeat_prob must be <= 1, got 0.6 \+ 0.5"):
+        MixtureConfig(split_prob=0.6, repeat_prob=0.5)
+    with pytest.raises(ValueError, match="need 1 <= min_events <= max_events"):
+        MixtureConfig(min_events=0)

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -53,6 +54,24 @@ from synth.relabel import RelabelConfig
 
 SPEC_VERSION = 2
 MODES = ("single", "split", "repeat")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_finite(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_range(v: Any, item: Any) -> bool:
+    """Whether `v` is an ordered pair [lo, hi] (lo <= hi) of values that pass `item`."""
+    return isinstance(v, tuple | list) and len(v) == 2 and all(item(x) for x in v) and v[0] <= v[1]
+
+
+def _require(name: str, value: Any, ok: bool, allowed: str) -> None:
+    if not ok:
+        raise ValueError(f"MixtureConfig.{name} must be {allowed}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -77,21 +96,47 @@ class MixtureConfig:
     relabel: RelabelConfig = field(default_factory=RelabelConfig)  # App. C.4 RMS relabel settings
 
     def __post_init__(self) -> None:
-        if not 1 <= self.min_events <= self.max_events:
+        """Every field in its allowed range: one ValueError naming the field, its value and the range."""
+        sr = self.sample_rate
+        _require("sample_rate", sr, _is_int(sr) and sr > 0, "an integer > 0 (Hz)")
+        _require("duration_s", self.duration_s, _is_finite(self.duration_s) and self.duration_s > 0,
+                 "a finite number of seconds > 0")  # fmt: skip
+        if not (
+            _is_int(self.min_events) and _is_int(self.max_events) and 1 <= self.min_events <= self.max_events
+        ):
             raise ValueError(
                 f"MixtureConfig: need 1 <= min_events <= max_events, got {self.min_events}..{self.max_events}"
             )
-        if self.split_prob + self.repeat_prob > 1 or min(self.split_prob, self.repeat_prob) < 0:
-            raise ValueError("MixtureConfig: split_prob and repeat_prob must be >= 0 and sum to <= 1")
-        if self.max_concurrent < 1 or self.duration_s <= 0 or self.sample_rate <= 0:
-            raise ValueError("MixtureConfig: max_concurrent, duration_s, sample_rate must be positive")
+        for name in ("max_concurrent", "max_placement_tries"):
+            v = getattr(self, name)
+            _require(name, v, _is_int(v) and v >= 1, "an integer >= 1")
+        for name in ("sfx_fraction", "split_prob", "repeat_prob"):
+            v = getattr(self, name)
+            _require(name, v, _is_finite(v) and 0 <= v <= 1, "a probability in [0, 1]")
+        if self.split_prob + self.repeat_prob > 1:
+            raise ValueError(f"MixtureConfig: split_prob + repeat_prob must be <= 1, got {self.split_prob} + "
+                             f"{self.repeat_prob}")  # fmt: skip
+        for name in ("split_pieces", "repeat_count"):
+            v = getattr(self, name)
+            _require(
+                name, v, _is_range(v, lambda x: _is_int(x) and x >= 1), "[lo, hi]: integers, 1 <= lo <= hi"
+            )
+        _require("snr_db", self.snr_db, _is_range(self.snr_db, _is_finite), "[lo, hi]: finite dB, lo <= hi")
+        _require("min_piece_s", self.min_piece_s, _is_finite(self.min_piece_s) and self.min_piece_s * sr >= 1,
+                 f"a finite number of seconds of at least one sample (>= 1 / sample_rate = {1 / sr:.3g} s)")  # fmt: skip
+        for name in ("fade_s", "min_event_s"):
+            v = getattr(self, name)
+            _require(name, v, _is_finite(v) and v >= 0, "a finite number of seconds >= 0")
+        _require("background_level_db", self.background_level_db, _is_finite(self.background_level_db),
+                 "a finite level in dBFS")  # fmt: skip
+        _require("max_peak", self.max_peak, _is_finite(self.max_peak) and self.max_peak > 0,
+                 "a finite peak > 0 (1 - 2**-15, the default, keeps 16-bit output unclipped)")  # fmt: skip
+        _require("relabel", self.relabel, isinstance(self.relabel, RelabelConfig), "a RelabelConfig")
         if self.relabel.sample_rate != self.sample_rate:
             raise ValueError(
                 f"MixtureConfig: relabel.sample_rate {self.relabel.sample_rate} != sample_rate "
                 f"{self.sample_rate}"
             )
-        if not self.min_event_s >= 0:
-            raise ValueError(f"MixtureConfig.min_event_s must be >= 0, got {self.min_event_s!r}")
 
     @property
     def n_samples(self) -> int:

@@ -343,6 +343,17 @@ def data_to_dict(d: DataConfig) -> dict:
          "data.sed_sources[0] (a).mixture: MixtureConfig: need 1 <= min_events"),
         ({"name": "a", "kind": "online", "manifest": "m", "split": "test"}, [], "split must be train or heldout"),
         ({"name": "a", "kind": "online", "manifest": "m"}, ["data.bank.dtype=float16"], "data.bank.dtype must be"),
+        ({"name": "a", "kind": "online", "manifest": "m", "shards": "x"}, [],
+         "data.sed_sources[0] (a): shards does not apply to an online source"),
+        ({"name": "b", "shards": "x", "mixture": {"max_events": 3}, "split": "heldout"}, [],
+         "data.sed_sources[0] (b): split, mixture do not apply to a shards source"),
+        ({"name": "b", "shards": "x", "manifest": "m"}, [], "data.sed_sources[0] (b): manifest does not apply"),
+        ({"name": "a", "kind": "online", "manifest": "m"}, ["data.sed_sources.1.weight=2"],
+         "override data.sed_sources.1.weight: data.sed_sources has 1 entry"),
+        ({"name": "a", "kind": "online", "manifest": "m"}, ["data.sed_sources.a.weight=2"],
+         "data.sed_sources is a list: name an entry by its index"),
+        ({"name": "a", "kind": "online", "manifest": "m"}, ["data.sed_sources.0.mixture.max_event=2"],
+         "unknown config key: data.sed_sources.0.mixture.max_event"),
     ],
 )  # fmt: skip
 def test_bad_online_config_names_the_key(src, extra, message):
@@ -354,6 +365,26 @@ def test_bad_online_config_names_the_key(src, extra, message):
             **{f"data.{stream}": [src]},
         )
     assert message in str(e.value)
+
+
+def test_list_entries_are_overridden_by_index(tmp_path):
+    """`data.sed_sources.0.weight=…` and `data.sed_sources.0.mixture.X=…` (documented: any key by its dotted
+    path) reach that source, also one the command line's --online made; the rest of it stays."""
+    y = tmp_path / "c.yaml"
+    y.write_text(ONLINE_YAML)
+    over = ["data.sed_sources.0.weight=0.25", "data.sed_sources.0.mixture.snr_db=[6, 20]",
+            "data.sed_sources.0.mixture.relabel.threshold_db=-40", "data.sed_sources.1.shards=data/y"]  # fmt: skip
+    a, b = load(y, over).data.sed_sources
+    assert (a.weight, a.mixture) == (
+        0.25,
+        {"min_events": 2, "snr_db": (6.0, 20.0), "relabel": {"threshold_db": -40}},
+    )
+    assert (b.shards, b.weight) == ("data/y", 0.5)
+    from model.train.__main__ import parse_args
+
+    args = ["--config", str(y), "--online", "m.parquet", "data.sed_sources.0.mixture.max_events=3"]
+    cfg = load(y, parse_args(args).overrides, **{"data.sed_sources": [online_cfg(tmp_path)]})
+    assert [(s.name, s.mixture) for s in cfg.data.sed_sources] == [("gen", {"max_events": 3})]
 
 
 def test_missing_manifest_exits_2_with_one_line(tmp_path, capsys):

@@ -43,6 +43,11 @@ class SourceConfig:
     mixture: Annotated[dict[str, Any], MixtureConfig] = field(default_factory=dict)
 
 
+# the SourceConfig fields only one kind of source reads: setting one on a source of the other kind is an error
+KIND_FIELDS = {"shards": ("shards",), "online": ("manifest", "split", "mixture")}
+_UNSET_SOURCE = SourceConfig()
+
+
 @dataclass(frozen=True)
 class BankConfig:
     """The decoded-source bank of the online sources (synth.bank): one memory-mapped copy per machine."""
@@ -264,27 +269,50 @@ def source_recipe(base: MixtureConfig, source: SourceConfig, where: str) -> Mixt
 
 
 def _set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
-    """Set `a.b.c` in nested dicts (validation of the path happens in `_build`)."""
+    """Set `a.b.c` in nested dicts; a number indexes a list (`data.sed_sources.0.weight`). `_check_override_path`
+    has checked the names; `_build` checks the values."""
     parts = key.split(".")
     if not all(parts):
         raise ValueError(f"bad override key {key!r}")
-    cur = d
-    for p in parts[:-1]:
-        nxt = cur.get(p)
+    cur: Any = d
+    for i, p in enumerate(parts):
+        where = ".".join(parts[:i])
+        if isinstance(cur, list) and p.isdigit():
+            if int(p) >= len(cur):
+                raise ValueError(
+                    f"override {key}: {where} has {len(cur)} entr{'y' if len(cur) == 1 else 'ies'}"
+                )
+            p = int(p)
+        elif not isinstance(cur, dict):
+            raise ValueError(f"override {key}: {where} is not a section")
+        if i == len(parts) - 1:
+            cur[p] = value
+            return
+        nxt = cur[p] if isinstance(cur, list) else cur.get(p)
         if nxt is None:
-            nxt = cur[p] = {}
-        if not isinstance(nxt, dict):
-            raise ValueError(f"override {key}: {p} is not a section")
+            nxt = cur[p] = [] if parts[i + 1].isdigit() else {}
+        elif dataclasses.is_dataclass(nxt):  # e.g. a SourceConfig handed to `load` as an update
+            nxt = cur[p] = dataclasses.asdict(nxt)
+        elif isinstance(nxt, tuple):
+            nxt = cur[p] = list(nxt)
         cur = nxt
-    cur[parts[-1]] = value
 
 
 def _check_override_path(key: str) -> None:
-    """The dotted path must name a field (unknown key → ValueError naming it)."""
+    """The dotted path must name a field, or an entry of a list of sections by its index (unknown key →
+    ValueError naming it)."""
     kind: Any = TrainConfig
-    for i, p in enumerate(key.split(".")):
+    parts = key.split(".")
+    for i, p in enumerate(parts):
+        where = ".".join(parts[:i])
+        if typing.get_origin(kind) is tuple and dataclasses.is_dataclass(typing.get_args(kind)[0]):
+            if not p.isdigit():
+                raise ValueError(f"unknown config key: {key} ({where} is a list: name an entry by its index, "
+                                 f"e.g. {where}.0.{p})")  # fmt: skip
+            kind = typing.get_args(kind)[0]
+            continue
         if not dataclasses.is_dataclass(kind):
-            raise ValueError(f"unknown config key: {key} ({'.'.join(key.split('.')[:i])} is not a section)")
+            raise ValueError(f"unknown config key: {key} ({where} is not a section)")
         fields = {f.name: f for f in dataclasses.fields(kind)}
         if p not in fields:
             raise ValueError(f"unknown config key: {key}")
@@ -305,7 +333,8 @@ def parse_override(item: str) -> tuple[str, Any]:
 
 
 def load(path: str | Path | None, overrides: list[str] = (), **updates: Any) -> TrainConfig:  # type: ignore[assignment]
-    """YAML file (or defaults) + `key=value` overrides + dotted `updates` → validated TrainConfig."""
+    """YAML file (or defaults) + dotted `updates` + `key=value` overrides (in this order, so an override also
+    reaches a source that `updates` listed) → validated TrainConfig."""
     raw: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -317,12 +346,12 @@ def load(path: str | Path | None, overrides: list[str] = (), **updates: Any) -> 
             raise ValueError(f"{p}: not valid YAML ({e})") from None
         if not isinstance(raw, dict):
             raise ValueError(f"{p}: the top level must be a mapping")
+    for key, value in updates.items():  # the command line's flags (--steps, --online, …), then key=value
+        _check_override_path(key)
+        _set_dotted(raw, key, copy.deepcopy(value))  # the caller's objects stay as they are
     for item in overrides:
         key, value = parse_override(item)
         _set_dotted(raw, key, value)
-    for key, value in updates.items():
-        _check_override_path(key)
-        _set_dotted(raw, key, copy.deepcopy(value))  # the caller's objects stay as they are
     try:
         cfg = _build(TrainConfig, raw, "")
     except ValueError as e:
@@ -391,6 +420,11 @@ def validate(cfg: TrainConfig) -> None:
                 source_recipe(d.mixture, s, where)
             elif not s.shards:
                 raise ValueError(f"{where} has no shards")
+            foreign = [f for kind, names in KIND_FIELDS.items() if kind != s.kind for f in names
+                       if getattr(s, f) != getattr(_UNSET_SOURCE, f)]  # fmt: skip
+            if foreign:
+                raise ValueError(f"{where}: {', '.join(foreign)} {'does' if len(foreign) == 1 else 'do'} not apply to "
+                                 f"a{'n' if s.kind == 'online' else ''} {s.kind} source")  # fmt: skip
             if not s.weight > 0:
                 raise ValueError(
                     f"data.{stream}[{i}] ({s.name or s.shards}) weight must be > 0, got {s.weight}"

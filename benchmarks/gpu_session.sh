@@ -13,6 +13,8 @@
 #            stream, 64 mixtures per step, 12 loader workers, resampling in the step; then a resume), and the
 #            online source vs the shard loader per worker core with 16 workers. Text encoder: the MiniLM
 #            architecture with random weights (its 88 MB of weights cannot travel with the rest). ~3 min.
+#   profile  the issue #7 step at B=256 under torch.profiler (eager, then compiled after 8 warm-up steps with
+#            recompiles logged), against the peer of the first H200 run's JSON in benchmarks/results/. ~3 min.
 #
 # Exact calls:
 #   bash benchmarks/gpu_session.sh prepare                                         # here, once
@@ -172,6 +174,16 @@ PYEOF
     --json "$OUT/loader_online.json" | tail -n 3
 }
 
+profile() {  # issue #7 follow-up: where the step's time goes (eager) and the compiled step's steady state
+  local peer=benchmarks/results/issue7_12_h200_train_step_eager.json
+  echo "== train step: eager, B=256, 3 steps under torch.profiler"
+  timeout "$(lim 120)" "$PY" benchmarks/train_step.py --batch 256 --steps 5 --warmup 3 --no-flops --profile 3 \
+    --peer-json "$peer" --json "$OUT/profile_eager.json" | tail -n 4
+  echo "== train step: compiled, B=256, 8 warm-up + 20 timed steps (recompiles logged), 3 profiled"
+  TORCH_LOGS=recompiles timeout "$(lim 240)" "$PY" benchmarks/train_step.py --batch 256 --compile --warmup 8 \
+    --steps 20 --no-flops --profile 3 --peer-json "$peer" --json "$OUT/profile_compiled.json" 2>&1 | tail -n 30
+}
+
 issue4() {
   echo "== peer: OpenFLAM inference"; timeout 120 "$PY" "$PEER_SRC/peer_openflam_infer.py" | tail -n 1
   echo "== ours (paired with the peer, then tiny/base rows)"
@@ -186,8 +198,8 @@ if [ "${sections[0]}" = prepare ]; then prepare; exit; fi
 setup_device
 for s in "${sections[@]}"; do
   case "$s" in
-    issue7 | issue4 | online) "$s" 2>&1 | tee -a "$OUT/session.log" ;;
-    *) echo "unknown section $s (prepare, issue7, issue4, online)" >&2; exit 2 ;;
+    issue7 | issue4 | online | profile) "$s" 2>&1 | tee -a "$OUT/session.log" ;;
+    *) echo "unknown section $s (prepare, issue7, issue4, online, profile)" >&2; exit 2 ;;
   esac
 done
 ls -la "$OUT"

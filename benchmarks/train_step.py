@@ -217,6 +217,44 @@ def peer_ratios(peer: dict, b: int, ours: float) -> dict:
 # ------------------------------------------------------------------------------------------ main
 
 
+def profile_steps(step, model, device: torch.device, n: int) -> dict:  # noqa: ANN001 - the step closure
+    """Kernel (device) time of n training steps under torch.profiler: per step in total, in the forward passes
+    of the audio and text branches (record_function ranges around their forward), and the top ops."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    def wrap(module: torch.nn.Module, name: str) -> None:
+        inner = module.forward
+
+        def forward(*a, **k):  # noqa: ANN002, ANN003, ANN202
+            with record_function(name):
+                return inner(*a, **k)
+
+        module.forward = forward
+
+    for module, name in ((model.audio_branch, "audio_forward"), (model.text_branch, "text_forward")):
+        if getattr(module, "_compiled_call_impl", None) is None:  # a compiled module would recompile
+            wrap(module, f"region::{name}")
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    t = time.perf_counter()
+    with profile(activities=acts) as prof:
+        for _ in range(n):
+            step()
+        sync(device)
+    wall = (time.perf_counter() - t) / n
+    ev = prof.key_averages()
+    dev_attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    total = sum(getattr(e, dev_attr) for e in ev if not e.key.startswith("region::")) / 1e3 / n
+    regions = {e.key.split("::", 1)[1]: round(e.device_time_total / 1e3 / n if device.type == "cuda"
+               else e.cpu_time_total / 1e3 / n, 2) for e in ev if e.key.startswith("region::")}  # fmt: skip
+    top = sorted((e for e in ev if not e.key.startswith("region::")), key=lambda e: -getattr(e, dev_attr))[:20]
+    return {
+        "steps": n, "wall_ms_per_step": round(1e3 * wall, 1), "kernel_ms_per_step": round(total, 1),
+        "forward_kernel_ms_per_step": regions,
+        "top_ops": [{"op": e.key[:90], "ms_per_step": round(getattr(e, dev_attr) / 1e3 / n, 2),
+                     "calls_per_step": round(e.count / n, 1)} for e in top],
+    }  # fmt: skip
+
+
 def main() -> None:
     cuda = torch.cuda.is_available()
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -241,6 +279,8 @@ def main() -> None:
     ap.add_argument("--peer-timeout", type=int, default=300)
     ap.add_argument("--peer-json", default="", help="peer result of an earlier run (this script's JSON)")
     ap.add_argument("--json", default="", help="write the result here")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="after the timed steps, N more under torch.profiler: kernel time by region and op")  # fmt: skip
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -402,6 +442,9 @@ def main() -> None:
         model.audio_branch.set_grad_checkpointing(True)
         times, report = measure()
     mean = statistics.fmean(times)
+    res["step_ms_each"] = [round(1e3 * t, 1) for t in times]
+    if args.profile > 0:
+        res["profile"] = profile_steps(step, model, device, args.profile)
     res.update(
         step_ms_mean=round(1e3 * mean, 1), step_ms_median=round(1e3 * statistics.median(times), 1),
         step_ms_min=round(1e3 * min(times), 1), samples_per_s=round(2 * args.batch / mean, 2),

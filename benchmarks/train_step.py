@@ -246,7 +246,8 @@ def profile_steps(step, model, device: torch.device, n: int) -> dict:  # noqa: A
     total = sum(getattr(e, dev_attr) for e in ev if not e.key.startswith("region::")) / 1e3 / n
     regions = {e.key.split("::", 1)[1]: round(e.device_time_total / 1e3 / n if device.type == "cuda"
                else e.cpu_time_total / 1e3 / n, 2) for e in ev if e.key.startswith("region::")}  # fmt: skip
-    top = sorted((e for e in ev if not e.key.startswith("region::")), key=lambda e: -getattr(e, dev_attr))[:20]
+    ops = [e for e in ev if not e.key.startswith("region::")]
+    top = sorted(ops, key=lambda e: -getattr(e, dev_attr))[:20]
     return {
         "steps": n, "wall_ms_per_step": round(1e3 * wall, 1), "kernel_ms_per_step": round(total, 1),
         "forward_kernel_ms_per_step": regions,

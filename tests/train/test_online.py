@@ -387,6 +387,49 @@ def test_list_entries_are_overridden_by_index(tmp_path):
     assert [(s.name, s.mixture) for s in cfg.data.sed_sources] == [("gen", {"max_events": 3})]
 
 
+@pytest.mark.parametrize(
+    "over,own,message",
+    [
+        (["data.mixture.snr_db=[30, 6]"], {}, "data.mixture: MixtureConfig.snr_db must be [lo, hi]"),
+        ([], {"snr_db": [30, 6]}, "data.sed_sources[0] (a).mixture: MixtureConfig.snr_db must be [lo, hi]"),
+        ([], {"relabel": {"threshold_db": "loud"}}, "data.sed_sources[0] (a).mixture.relabel.threshold_db: expected"),
+        (["data.mixture.duration_s=20"], {}, "data.sed_sources[0] (a).mixture: duration_s=20.0"),
+        ([], {"duration_s": 5}, "data.sed_sources[0] (a).mixture: duration_s=5.0, but the model sees 10-s clips"),
+    ],
+)  # fmt: skip
+def test_a_bad_recipe_fails_at_load_naming_the_source_and_key(over, own, message):
+    src = {"name": "a", "kind": "online", "manifest": "m", "mixture": own}
+    with pytest.raises(ValueError) as e:
+        load(
+            None,
+            ["data.sed_batch=4", "loss.clip=0", "data.global_batch=0", *over],
+            **{"data.sed_sources": [src]},
+        )
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_bad_recipe_fails_when_a_code_built_source_is_resolved(train_shards, place, monkeypatch):
+    """Without `load` (a config built in code) the same checks run when the source is resolved, before its bank
+    is built; one mixture is rendered there, so any other recipe problem also stops the run before training."""
+    built = []
+    monkeypatch.setattr("model.train.online.prepare_bank", lambda *a: built.append(a) or None)
+    with pytest.raises(
+        DataError, match=r"data.sed_sources\[0\] \(gen\).mixture: duration_s=20.0, but the model"
+    ):
+        resolve_sources([online_cfg(train_shards, mixture={"duration_s": 20})], "sed", place)
+    assert not built
+    monkeypatch.undo()
+
+    def broken(*_a, **_k):
+        raise IndexError("index 3 is out of bounds")
+
+    monkeypatch.setattr("model.train.online.render_mixture", broken)
+    with pytest.raises(
+        DataError, match=r"online source 'gen': the recipe cannot make a mixture .*IndexError: index 3"
+    ):
+        resolve_sources([online_cfg(train_shards)], "sed", place)
+
+
 def test_missing_manifest_exits_2_with_one_line(tmp_path, capsys):
     from model.train.__main__ import main
 

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import yaml
 
+from model.config import FrontEndConfig
 from synth.spec import MixtureConfig
 
 ALPHA_MODES = ("per_text", "shared")
@@ -189,7 +190,7 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
         if not isinstance(value, list | tuple):
             raise ValueError(f"{where}: expected a list, got {value!r}")
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+            return tuple(_convert(v, args[0], _entry(where, i, v)) for i, v in enumerate(value))
         if len(value) != len(args):
             raise ValueError(f"{where}: expected {len(args)} values, got {value!r}")
         return tuple(
@@ -219,6 +220,12 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
             raise ValueError(f"{where}: expected a string, got {value!r}")
         return str(value)
     raise ValueError(f"{where}: unsupported config type {hint}")
+
+
+def _entry(where: str, i: int, value: Any) -> str:
+    """How an error names entry i of a list: `data.sed_sources[0] (name)`, as `validate` does."""
+    name = value.get("name") if isinstance(value, dict) else getattr(value, "name", None)
+    return f"{where}[{i}] ({name})" if name else f"{where}[{i}]"
 
 
 def _build(kind: type, d: Any, where: str) -> Any:
@@ -263,9 +270,21 @@ def _partial(kind: type, d: Any, where: str) -> dict[str, Any]:
 
 def source_recipe(base: MixtureConfig, source: SourceConfig, where: str) -> MixtureConfig:
     """An online source's recipe: `base` (data.mixture) with the source's own `mixture` fields on top — the one
-    place the two meet (loading checks it, resolving uses it). ValueError names `where` and the key."""
+    place the two meet (loading checks it, resolving uses it). It must make the clip the model sees (48 kHz,
+    10 s: `model.config.FrontEndConfig`; the loader would cut a longer mixture and pad a shorter one).
+    ValueError names `where` and the key."""
     own = _partial(MixtureConfig, source.mixture, f"{where}.mixture")
-    return _build(MixtureConfig, _deep_merge(dataclasses.asdict(base), own), f"{where}.mixture")
+    m = _build(MixtureConfig, _deep_merge(dataclasses.asdict(base), own), f"{where}.mixture")
+    fe = FrontEndConfig()
+    if m.sample_rate != fe.sample_rate:
+        raise ValueError(
+            f"{where}.mixture: sample_rate={m.sample_rate}, but the model takes {fe.sample_rate} Hz"
+        )
+    if m.n_samples != fe.clip_samples:
+        raise ValueError(f"{where}.mixture: duration_s={m.duration_s}, but the model sees "
+                         f"{fe.clip_samples / fe.sample_rate:g}-s clips (a longer mixture would be cut, a shorter "
+                         "one padded with silence)")  # fmt: skip
+    return m
 
 
 def _set_dotted(d: dict[str, Any], key: str, value: Any) -> None:

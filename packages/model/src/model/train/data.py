@@ -105,7 +105,7 @@ def resolve_sources(sources: Sequence[SourceConfig], stream: str, bank: BankPlac
             if bank is None:
                 raise DataError(f"data source {name!r} ({stream} stream): online sources need a bank folder")
             try:
-                recipe = source_recipe(mixture or MixtureConfig(), s, f"online source {name!r}")
+                recipe = source_recipe(mixture or MixtureConfig(), s, f"data.{stream}_sources[{i}] ({name})")
                 out.append(resolve_online(s, name, recipe, bank.bank, bank.root, bank.rank, bank.world))
             except ValueError as e:
                 raise DataError(str(e)) from None

@@ -170,10 +170,8 @@ def mixture_counters(spec: Any, rendered: Any, labelled: int) -> Counter:
 def resolve_online(cfg: SourceConfig, name: str, m: MixtureConfig, bank: BankConfig, bank_root: Path, rank: int,
                    world: int) -> OnlineSource:  # fmt: skip
     """Check an online source with its recipe `m` (`source_recipe`), build (or find) its bank and return it;
-    ValueError names what is wrong."""
-    if m.sample_rate != SAMPLE_RATE:
-        raise ValueError(f"online source {name!r}: mixture.sample_rate must be {SAMPLE_RATE} (the trainer's rate), "
-                         f"got {m.sample_rate}")  # fmt: skip
+    ValueError names what is wrong. One mixture is made here, so a recipe that cannot make one on this pool
+    stops the run before training, not in a loader worker."""
     if bank.parts > world:
         raise ValueError(
             f"data.bank.parts={bank.parts} exceeds the world size {world} (each part needs a rank)"
@@ -200,6 +198,12 @@ def resolve_online(cfg: SourceConfig, name: str, m: MixtureConfig, bank: BankCon
         b, pool = src.open()
     except (OSError, ValueError) as e:
         raise ValueError(f"online source {name!r}: source bank {folder} cannot be used ({e})") from None
+    try:
+        src.render(MixtureRef(0, 0))
+    except Exception as e:  # noqa: BLE001 - whatever fails, it fails here, naming the source
+        cause = e.__cause__ or e  # render's RuntimeError wraps the renderer's error
+        raise ValueError(f"online source {name!r}: the recipe cannot make a mixture from {cfg.manifest} "
+                         f"({type(cause).__name__}: {cause})") from None  # fmt: skip
     log.info("online source %r: %d events (sfx %d, general %d), %d backgrounds, bank %s (part %d of %d, %s)", name,
              len(pool.sfx) + len(pool.general), len(pool.sfx), len(pool.general), len(pool.backgrounds), folder,
              part, bank.parts, b.options.dtype)  # fmt: skip

@@ -493,6 +493,38 @@ def test_trainer_on_online_alone_resumes_exactly(train_shards, banks, tmp_path):
     assert not (split / "bank").exists()  # data.bank.dir was used
 
 
+@pytest.fixture(scope="module")
+def leaky_run(train_shards, tmp_path_factory) -> tuple[Path, list[str]]:
+    """One training step (tiny-cpu, online alone) on a manifest with a missing file and "..." captions: (OUT, the
+    run's arguments). Its bank is built in OUT/bank (the missing file changes the fingerprint)."""
+    from model.train.__main__ import main
+
+    tmp = tmp_path_factory.mktemp("leaky")
+    rows = read_manifest(train_shards / "manifest.parquet").to_pylist()
+    events = [r for r in rows if r["split"] == "train" and r["kind"] == "event"]
+    events[0]["path"] = str(tmp / "gone.wav")
+    events[1]["captions"] = ["..."]
+    events[2]["captions"] = ["...", *events[2]["captions"]]
+    write_manifest(rows, tmp / "m.parquet")
+    out = tmp / "out"
+    args = [*TRAIN, "--out", str(out), "--online", str(tmp / "m.parquet")]
+    assert main([*args, "--steps", "1"]) == 0
+    return out, args
+
+
+def test_sources_left_out_and_pool_skips_reach_the_metrics(leaky_run):
+    """What the bank could not decode and what the pool refused are on the run's first metrics line, per source."""
+    from tests.train.test_trainer import metrics
+
+    first = metrics(leaky_run[0])[0]
+    got = {k: v for k, v in first.items() if "/sources_left_out/" in k or "/pool_skipped/" in k}
+    assert got == {
+        "online/online0/sources_left_out/missing_file": 1,
+        "online/online0/pool_skipped/caption_empty_text": 2,
+        "online/online0/pool_skipped/event_empty_captions": 1,
+    }
+
+
 def test_bank_built_ahead_is_the_one_the_trainer_finds(train_shards, banks, place, capsys):
     """`python -m model.train.online` with the trainer's settings prints the folder the trainer then uses."""
     from model.train.online import main

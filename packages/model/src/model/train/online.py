@@ -109,6 +109,15 @@ class OnlineSource:
             self._bank = bank
         return self._bank, self._pool
 
+    def left_out(self) -> dict[str, int]:
+        """What never reaches a mixture, by reason: ``sources_left_out/<reason>`` (sources of this bank part that
+        could not be decoded, bank.json) and ``pool_skipped/<reason>`` (manifest rows the pool refused: no
+        usable caption, too short for the recipe, bad duration; captions and tags `drop_empty_texts` removed)."""
+        bank, pool = self.open()
+        out = {f"sources_left_out/{r}": int(n) for r, n in bank.meta.get("failed", {}).items()}
+        out.update({f"pool_skipped/{r}": int(n) for r, n in pool.skipped.items()})
+        return dict(sorted(out.items()))
+
     def render(self, ref: MixtureRef, full_spec: bool = False) -> tuple[np.ndarray, dict[str, Any], Counter]:
         """(int16 samples as a FLAC shard would hold them, the shard's sample JSON, counters). The JSON's `spec`
         is the whole spec with `full_spec`, else only its seed and index (the loader reads the events only)."""

@@ -164,6 +164,7 @@ class Trainer:
             )
             self.sources["sed"] = resolve_sources(d.sed_sources, "sed", place, d.mixture)
         self.online_names = [s.name for s in self.sources["sed"] if isinstance(s, OnlineSource)]
+        self.left_out = self._online_left_out() if self.online_names else {}  # on the first metrics line
         resume_from = ckpt_state.latest_checkpoint(self.out) if self.resume else None
         if self.resume and resume_from is None and self.rank == 0:
             log.warning(
@@ -290,6 +291,22 @@ class Trainer:
         gathered: list[Any] = [None] * self.world
         dist.all_gather_object(gathered, keys)
         return sorted({k for ks in gathered for k in ks})
+
+    def _online_left_out(self) -> dict[str, int]:
+        """`online/<source>/<reason>` → count of what the online sources' banks and pools left out
+        (`OnlineSource.left_out`), summed over the bank parts: ranks that share a part count it once."""
+        mine = {(s.name, s.part): s.left_out() for s in self.sources["sed"] if isinstance(s, OnlineSource)}
+        if self.distributed:
+            gathered: list[Any] = [None] * self.world
+            dist.all_gather_object(gathered, mine)
+            mine = {k: v for g in gathered for k, v in g.items()}
+        out: Counter = Counter()
+        for (name, _part), counts in mine.items():
+            out.update({f"online/{name}/{k}": n for k, n in counts.items()})
+        left = dict(sorted(out.items()))
+        if left:
+            self._log_info(f"online sources, left out of their banks and pools (all parts): {left}")
+        return left
 
     def _log_info(self, text: str) -> None:
         if self.rank == 0:
@@ -421,7 +438,10 @@ class Trainer:
             # online SED sources: the renderer's per-source counters (model.train.online.COUNTERS on every line,
             # other notes when they occur), all ranks
             **{k: int(totals[k]) for k in online},
+            # once per run, on its first line: sources the online banks and pools left out (_online_left_out)
+            **self.left_out,
         }
+        self.left_out = {}
         self.tlog.write(rec)
 
     # ---------------------------------------------------------------- checkpoints

@@ -525,6 +525,20 @@ def test_sources_left_out_and_pool_skips_reach_the_metrics(leaky_run):
     }
 
 
+def test_resume_refuses_other_bank_parts_or_dtype_before_building_a_bank(leaky_run, capsys):
+    """data.bank.parts changes which sources each rank mixes, data.bank.dtype the audio: a resume with either
+    changed is refused (exit 2, naming both) before any bank is built."""
+    from model.train.__main__ import main
+
+    out, args = leaky_run
+    banks_before = sorted(p.name for p in (out / "bank").iterdir())
+    assert main([*args, "--steps", "2", "--resume", "data.bank.dtype=float32", "data.bank.parts=2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "cannot resume" in err and "data.bank.parts: checkpoint 1, now 2" in err
+    assert "data.bank.dtype: checkpoint 'int16', now 'float32'" in err and "--init" in err
+    assert sorted(p.name for p in (out / "bank").iterdir()) == banks_before
+
+
 def test_bank_built_ahead_is_the_one_the_trainer_finds(train_shards, banks, place, capsys):
     """`python -m model.train.online` with the trainer's settings prints the folder the trainer then uses."""
     from model.train.online import main

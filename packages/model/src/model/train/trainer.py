@@ -127,6 +127,32 @@ def set_batchnorm_mode(model: FLAM, mode: str) -> None:
         model.audio_branch.bn0.eval()
 
 
+def check_bank_resume(saved: dict[str, Any], cfg: TrainConfig, ckpt: Path) -> None:
+    """Refuse to resume a run with online SED sources when its source bank's `parts` (which sources each rank
+    mixes) or `dtype` (the mixtures' audio) changed; ValueError naming each change. `saved` is the checkpoint's
+    config. data.bank.energy may change: it makes relabeling faster, not a label or a sample different."""
+
+    def online(d: dict[str, Any]) -> bool:
+        return d.get("sed_batch", 0) > 0 and any(
+            s.get("kind") == "online" for s in d.get("sed_sources") or ()
+        )
+
+    was, now = saved.get("data", {}), cfg.to_dict()["data"]
+    if not (online(was) and online(now)):
+        return
+    old = was.get("bank", {})
+    diffs = [
+        f"data.bank.{k}: checkpoint {old.get(k)!r}, now {now['bank'][k]!r} ({why})"
+        for k, why in (("parts", "which sources each rank mixes"), ("dtype", "the mixtures' audio"))
+        if old.get(k) != now["bank"][k]
+    ]
+    if diffs:
+        raise ValueError(
+            f"cannot resume from {ckpt}: the run differs in " + "; ".join(diffs)
+            + ". Resume with the same settings, or start a new run with --init pointing at that checkpoint."
+        )  # fmt: skip
+
+
 # ------------------------------------------------------------------------------------------ the recipe
 
 
@@ -145,6 +171,11 @@ class Trainer:
         self._setup_distributed()
         cfg = self.cfg
         d = cfg.data
+        resume_from = ckpt_state.latest_checkpoint(self.out) if self.resume else None
+        if resume_from is not None:  # checked first: before any source bank is built
+            saved = ckpt_state.read_state(resume_from)
+            ckpt_state.check_resume(saved, self._run_identity(), resume_from)
+            check_bank_resume(saved.get("config", {}), cfg, resume_from)
         self.sources = {
             "global": resolve_sources(d.global_sources, "global") if d.global_batch > 0 else [],
             "sed": [],
@@ -165,14 +196,11 @@ class Trainer:
             self.sources["sed"] = resolve_sources(d.sed_sources, "sed", place, d.mixture)
         self.online_names = [s.name for s in self.sources["sed"] if isinstance(s, OnlineSource)]
         self.left_out = self._online_left_out() if self.online_names else {}  # on the first metrics line
-        resume_from = ckpt_state.latest_checkpoint(self.out) if self.resume else None
         if self.resume and resume_from is None and self.rank == 0:
             log.warning(
                 "--resume: no checkpoint in %s; starting a new run", self.out / ckpt_state.CHECKPOINTS
             )
         if resume_from is not None:
-            saved = ckpt_state.read_state(resume_from)
-            ckpt_state.check_resume(saved, self._run_identity(), resume_from)
             model = FLAM.from_pretrained(resume_from)
             self.step = int(saved["step"])
         elif cfg.init:

@@ -47,13 +47,16 @@ def online_cfg(shards: Path, **kw) -> SourceConfig:
 
 @pytest.fixture(scope="session")
 def banks(train_shards, tmp_path_factory) -> dict[str, Path]:
-    """The train split's source bank of the fixture's manifest, int16 and float32 (built once, in-process)."""
+    """The train split's source bank of the fixture's manifest, int16 and float32, and int16 without the events'
+    energy (`data.bank.energy=false`) (built once, in-process)."""
     root = tmp_path_factory.mktemp("banks")
     rows = bank_rows(read_manifest(train_shards / "manifest.parquet").to_pylist(), "train")
-    return {
+    out = {
         dt: prepare_bank(rows, root, BankOptions(dtype=dt, workers=1, chunk_sources=32))
         for dt in ("int16", "float32")
     }
+    opts = BankOptions(dtype="int16", energy=False, workers=1, chunk_sources=32)
+    return {**out, "int16-no-energy": prepare_bank(rows, root, opts)}
 
 
 @pytest.fixture
@@ -77,11 +80,12 @@ def shard_samples(folder: Path) -> dict[str, dict[str, bytes]]:
     return out
 
 
-@pytest.mark.parametrize("dtype", ["float32", "int16"])
+@pytest.mark.parametrize("dtype", ["float32", "int16", "int16-no-energy"])
 def test_online_mixtures_equal_the_shard_pipeline(train_shards, banks, dtype):
     """Mixture i of seed 0 made online = mixture i of `render_mixtures.py --seed 0` (the fixture's shards, and
     the pipeline's own DoFn and cache for the float audio before FLAC): same spec, same labels, same counters;
-    audio bit-identical with a float32 bank, within the int16 bank's rounding otherwise."""
+    audio bit-identical with a float32 bank, within the int16 bank's rounding otherwise — also without the
+    stored energy (data.bank.energy=false: the renderer then filters every piece itself)."""
     mix = train_shards / "mixtures" / "train"
     cfg = MixtureConfig()
     fn = RenderMixtureShardFn(
@@ -92,6 +96,7 @@ def test_online_mixtures_equal_the_shard_pipeline(train_shards, banks, dtype):
     assert len(stored) == N_SHARD_MIXTURES
     online = source(train_shards, banks[dtype])
     bank, pool = online.open()
+    assert bank.options.energy == (dtype != "int16-no-energy")
     worst = 0.0
     for i in range(N_COMPARED):
         key = f"{i:08d}" if f"{i:08d}" in stored else sorted(stored)[i]

@@ -621,3 +621,48 @@ def test_captions_and_tags_empty_after_normalising_are_dropped_and_counted(
     data = data_cfg(train_shards, sed_sources=(cfg,), global_batch=0, sed_batch=4)
     got = batches(data, 0, 6, bank=place)  # 24 mixtures: none raises, none is skipped
     assert all(b["skipped"] == {} and b["online"]["gen/mixtures"] == 4 for b in got.values())
+
+
+def _bank_wait_worker(rank: int, port: int, out: str) -> None:
+    import datetime
+    import os
+    import time
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
+                      LOCAL_RANK=str(rank))  # fmt: skip
+    from model.train.trainer import Trainer
+
+    # a default group that gives up after 3 s stands for NCCL's 10 minutes (its store waits longer for the
+    # other process to start: imports on a busy machine)
+    store = dist.TCPStore("127.0.0.1", port, 2, rank == 0, timeout=datetime.timedelta(seconds=120))
+    dist.init_process_group(
+        "gloo", store=store, rank=rank, world_size=2, timeout=datetime.timedelta(seconds=3)
+    )
+    cfg = load(None, ["loss.clip=0", "data.global_batch=0", "data.sed_batch=2", "data.bank.wait_s=60"],
+               **{"data.sed_sources": [{"name": "a", "kind": "online", "manifest": "m"}]})  # fmt: skip
+    trainer = Trainer(cfg, out)
+    trainer._setup_distributed()
+    if rank == 1:
+        time.sleep(6)  # this rank's bank part takes longer to build
+    trainer._wait_for_banks()
+    dist.barrier()  # the next collective of the default group: every rank is there at once
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow  # two spawned processes importing the trainer: ~30 s on the shared 2-core machine
+def test_ranks_wait_for_each_others_banks_longer_than_the_default_timeout(tmp_path):
+    """A rank that finishes its bank part early waits in a group with data.bank.wait_s as its timeout, so a
+    slower rank's build does not hit the default group's (short) timeout."""
+    import torch.multiprocessing as mp
+
+    from tests.train.test_ddp import _free_port
+
+    ctx, port = mp.get_context("spawn"), _free_port()
+    procs = [ctx.Process(target=_bank_wait_worker, args=(r, port, str(tmp_path))) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]

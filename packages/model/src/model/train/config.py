@@ -59,6 +59,7 @@ class BankConfig:
     parts: int = 1  # ours: split the sources into this many parts; rank r mixes part r·parts // world
     build_workers: int = 0  # processes decoding the bank (0 = one per core)
     chunk_sources: int = 256  # sources per bank file (the unit of parallel and resumed building)
+    wait_s: float = 86400.0  # ours: a rank waits this long for the others' bank builds (NCCL: 10 min)
 
 
 @dataclass(frozen=True)
@@ -456,9 +457,9 @@ def validate(cfg: TrainConfig) -> None:
     b = d.bank
     if b.dtype not in BANK_DTYPES:
         raise ValueError(f"data.bank.dtype must be one of {BANK_DTYPES}, got {b.dtype!r}")
-    if b.parts < 1 or b.build_workers < 0 or b.chunk_sources < 1:
-        raise ValueError("data.bank.parts >= 1, data.bank.build_workers >= 0 and data.bank.chunk_sources >= 1 "
-                         "are required")  # fmt: skip
+    if b.parts < 1 or b.build_workers < 0 or b.chunk_sources < 1 or not b.wait_s > 0:
+        raise ValueError("data.bank.parts >= 1, data.bank.build_workers >= 0, data.bank.chunk_sources >= 1 and "
+                         "data.bank.wait_s > 0 are required")  # fmt: skip
     if o.text_lr_scale < 0:
         raise ValueError(f"optim.text_lr_scale must be >= 0, got {o.text_lr_scale}")
     if o.warmup_steps < 0 or o.total_steps < 1 or o.warmup_steps >= o.total_steps:

@@ -13,6 +13,7 @@ import signal
 import time
 from collections import Counter
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +165,7 @@ class Trainer:
         self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
         self.rank, self.world = 0, 1
         self.loss_group = None
+        self.bank_group = None
         self.loader_iter = None
 
     # ---------------------------------------------------------------- setup
@@ -194,6 +196,7 @@ class Trainer:
                 Path(d.bank.dir) if d.bank.dir else self.out / "bank", d.bank, self.rank, self.world
             )
             self.sources["sed"] = resolve_sources(d.sed_sources, "sed", place, d.mixture)
+        self._wait_for_banks()
         self.online_names = [s.name for s in self.sources["sed"] if isinstance(s, OnlineSource)]
         self.left_out = self._online_left_out() if self.online_names else {}  # on the first metrics line
         if self.resume and resume_from is None and self.rank == 0:
@@ -250,6 +253,11 @@ class Trainer:
                 dist.init_process_group(backend=backend)
             self.rank, self.world = dist.get_rank(), dist.get_world_size()
             self.loss_group = dist.new_group(backend=backend)
+            d = self.cfg.data
+            if d.sed_batch > 0 and any(s.kind == "online" for s in d.sed_sources):
+                # ranks build their bank parts for as long as it takes: they meet in a group of their own whose
+                # timeout is data.bank.wait_s, not at the next NCCL collective (10 min by default)
+                self.bank_group = dist.new_group(backend="gloo", timeout=timedelta(seconds=d.bank.wait_s))
         if want_cuda:
             self.device = torch.device("cuda", local_rank)
         else:
@@ -303,6 +311,11 @@ class Trainer:
     def _barrier(self) -> None:
         if self.distributed:
             dist.barrier()
+
+    def _wait_for_banks(self) -> None:
+        """Every rank waits here (up to data.bank.wait_s) until all have built or found their source banks."""
+        if self.bank_group is not None:
+            dist.barrier(group=self.bank_group)
 
     def _all_reduce(self, values: list[float], op: Any = dist.ReduceOp.SUM) -> list[float]:
         """Values reduced over the ranks (unchanged on one process)."""

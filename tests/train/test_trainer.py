@@ -333,3 +333,44 @@ def test_init_from_each_checkpoint_kind(train_shards, tmp_path, kind):
     assert yaml.safe_load((out / "config.yaml").read_text())["init"] == str(init)
     assert main(small_args(train_shards, tmp_path / "run2", "--steps", "1", "--init", str(init),
                            f"model.text_path={text}", "model.audio=small")) == 0  # fmt: skip
+
+
+def test_cpu_optimizer_is_multi_tensor_bit_identical_and_kept_on_resume(train_shards, tmp_path):
+    """On the CPU the trainer's AdamW runs the multi-tensor (foreach) path: the same numbers as torch's default
+    per-tensor loop, bit for bit; a resume keeps it even from a checkpoint saved with another setting."""
+    from model.train.state import load_optimizer
+    from model.train.trainer import Trainer
+
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(s)) for s in [(7, 5), (5,), (3, 4, 2)]]
+    twins = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    fast = torch.optim.AdamW(params, lr=1e-2, weight_decay=0.01, foreach=True)
+    loop = torch.optim.AdamW(twins, lr=1e-2, weight_decay=0.01, foreach=False)
+    for _ in range(5):
+        for a, b in zip(params, twins, strict=True):
+            a.grad = torch.randn_like(a)
+            b.grad = a.grad.clone()
+        fast.step()
+        loop.step()
+    assert all(torch.equal(a, b) for a, b in zip(params, twins, strict=True))
+
+    out = tmp_path / "run"
+    assert main(small_args(train_shards, out, "--steps", "2")) == 0
+    ckpt = out / "checkpoints" / "step-00000002"
+    saved = torch.load(ckpt / "optimizer.pt", weights_only=True)
+    for g in saved["param_groups"]:
+        g["foreach"] = None  # as a checkpoint written before this setting
+    torch.save(saved, ckpt / "optimizer.pt")
+    sources = {
+        "data.sed_sources": [{"name": "m", "shards": str(train_shards / "mixtures" / "train")}],
+        "data.global_sources": [{"name": "a", "shards": str(train_shards / "audio_text" / "train")}],
+    }
+    t = Trainer(load(TINY, SMALL, **sources), tmp_path / "b")
+    try:
+        t.setup()
+        assert all(g["foreach"] is True for g in t.optimizer.param_groups)
+        load_optimizer(t.optimizer, ckpt, t.device)
+        assert all(g["foreach"] is True for g in t.optimizer.param_groups)
+        assert len(t.optimizer.state) > 0  # the moments came from the checkpoint
+    finally:
+        t.cleanup()

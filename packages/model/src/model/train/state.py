@@ -135,7 +135,10 @@ def check_resume(saved: dict[str, Any], current: dict[str, Any], ckpt: Path) -> 
 
 def load_optimizer(optimizer: torch.optim.Optimizer, ckpt: Path, device: torch.device) -> None:
     state = torch.load(ckpt / "optimizer.pt", map_location=device, weights_only=True)
+    impl = [{k: g[k] for k in ("foreach", "fused") if k in g} for g in optimizer.param_groups]
     optimizer.load_state_dict(state)
+    for group, kw in zip(optimizer.param_groups, impl, strict=True):
+        group.update(kw)  # how the update runs is this process's choice, not the checkpoint's
 
 
 def load_rng(ckpt: Path, rank: int) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import pickle
 import shutil
 import tarfile
 import threading
@@ -666,3 +667,19 @@ def test_ranks_wait_for_each_others_banks_longer_than_the_default_timeout(tmp_pa
     for p in procs:
         p.join(120)
     assert [p.exitcode for p in procs] == [0, 0]
+
+
+def test_a_manifest_changed_after_resolve_is_refused_in_the_loader_process(train_shards, tmp_path):
+    """Loader processes build their pools from the manifest: one rewritten mid-run (e.g. by a caption job) would
+    give workers different pools, so a process that finds it changed refuses with a clear error."""
+    manifest = tmp_path / "manifest.parquet"
+    shutil.copy(train_shards / "manifest.parquet", manifest)
+    cfg = SourceConfig("gen", kind="online", manifest=str(manifest))
+    src = resolve_sources([cfg], "sed", BankPlace(tmp_path / "bank", BankConfig(build_workers=1)))[0]
+    worker = pickle.loads(pickle.dumps(src))  # as a loader process receives it
+    worker.open()  # unchanged: fine
+    rows = read_manifest(manifest).to_pylist()
+    next(r for r in rows if r["kind"] == "event" and r["split"] == "train")["captions"] = ["a new caption"]
+    write_manifest(rows, manifest)
+    with pytest.raises(ValueError, match="changed since this run resolved it"):
+        pickle.loads(pickle.dumps(src)).open()

@@ -14,6 +14,7 @@ only counts the mixtures of the interval's earlier steps (no rendering). Its sam
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -69,6 +70,11 @@ def bank_part(rank: int, world: int, parts: int) -> int:
     return rank * parts // world
 
 
+def file_sha256(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def read_rows(manifest: str) -> list[dict[str, Any]]:
     from synth.manifest import read_manifest
 
@@ -80,9 +86,10 @@ class OnlineSource:
     and builds the pool on first use."""
 
     def __init__(self, name: str, weight: float, manifest: str, split: str, mixture: MixtureConfig,
-                 bank_folder: str, part: int, parts: int) -> None:  # fmt: skip
+                 bank_folder: str, part: int, parts: int, manifest_sha256: str | None = None) -> None:  # fmt: skip
         self.name, self.weight, self.manifest, self.split = name, float(weight), manifest, split
         self.mixture, self.bank_folder, self.part, self.parts = mixture, bank_folder, part, parts
+        self.manifest_sha256 = manifest_sha256  # what the run resolved: every loader process checks it
         self._bank: SourceBank | None = None
         self._pool: SourcePool | None = None
 
@@ -98,6 +105,12 @@ class OnlineSource:
         pool would hold, less those the bank could not decode)."""
         if self._bank is None:
             bank = SourceBank(self.bank_folder)
+            if self.manifest_sha256 is not None and file_sha256(self.manifest) != self.manifest_sha256:
+                raise ValueError(
+                    f"online source {self.name!r}: manifest {self.manifest} changed since this run resolved it, so "
+                    "loader processes would sample from different pools; restore it, or resume (or start) the run "
+                    "to use the new one"
+                )
             rows = [r for r in bank_rows(read_rows(self.manifest), self.split, self.part, self.parts)
                     if str(r["id"]) in bank]  # fmt: skip
             rows, dropped = drop_empty_texts(rows)
@@ -186,6 +199,7 @@ def resolve_online(cfg: SourceConfig, name: str, m: MixtureConfig, bank: BankCon
             f"data.bank.parts={bank.parts} exceeds the world size {world} (each part needs a rank)"
         )
     try:
+        digest = file_sha256(cfg.manifest)
         rows = read_rows(cfg.manifest)
     except (OSError, ValueError) as e:
         raise ValueError(f"online source {name!r}: cannot read manifest {cfg.manifest!r} ({e})") from None
@@ -202,7 +216,7 @@ def resolve_online(cfg: SourceConfig, name: str, m: MixtureConfig, bank: BankCon
         raise ValueError(
             f"online source {name!r}: cannot build the source bank in {bank_root} ({e})"
         ) from None
-    src = OnlineSource(name, cfg.weight, cfg.manifest, cfg.split, m, str(folder), part, bank.parts)
+    src = OnlineSource(name, cfg.weight, cfg.manifest, cfg.split, m, str(folder), part, bank.parts, digest)
     try:  # fails here, before training: a damaged bank, or one that lost every event source
         b, pool = src.open()
     except (OSError, ValueError) as e:

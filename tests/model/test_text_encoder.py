@@ -96,3 +96,28 @@ def test_missing_dir_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="config.json"):
         load_tokenizer(tmp_path)
     logging.getLogger().debug("ok")
+
+
+def test_load_reports_only_unexpected_key_issues(tmp_path, capfd, caplog):
+    """Mean pooling leaves the checkpoint's pooler unused: no report (transformers' own report calls it "not ok"
+    on every load). A checkpoint that lacks weights the model needs is reported, naming them."""
+    with caplog.at_level(logging.WARNING, logger="model.text_encoder"):
+        load_text_model(MINILM, "mean")
+    assert "LOAD REPORT" not in capfd.readouterr().err
+    assert not [r for r in caplog.records if r.name == "model.text_encoder"]
+
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "minilm"
+    broken.mkdir()
+    for f in MINILM.iterdir():
+        if f.is_file() and f.name != "model.safetensors":
+            (broken / f.name).write_bytes(f.read_bytes())
+    weights = load_file(str(MINILM / "model.safetensors"))
+    gone = next(k for k in weights if "encoder.layer.0.attention.self.query.weight" in k)
+    save_file({k: v for k, v in weights.items() if k != gone}, str(broken / "model.safetensors"))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="model.text_encoder"):
+        load_text_model(broken, "mean")
+    text = " ".join(r.getMessage() for r in caplog.records if r.name == "model.text_encoder")
+    assert "missing" in text and "encoder.layer.0.attention.self.query.weight" in text

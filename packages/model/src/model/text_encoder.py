@@ -6,6 +6,7 @@ pooling over real tokens (its checkpoint has no trained pooler). Dynamic padding
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 
 POOLINGS = ("pooler", "mean", "cls")
+log = logging.getLogger(__name__)
 
 
 def _require_local_dir(path: str | os.PathLike) -> Path:
@@ -40,9 +42,33 @@ def load_text_model(path: str | os.PathLike, pooling: str = "pooler", weights: b
     p = _require_local_dir(path)
     kwargs = {} if pooling == "pooler" else {"add_pooling_layer": False}
     if weights:
-        return AutoModel.from_pretrained(str(p), local_files_only=True, **kwargs)
+        return _from_pretrained_reporting(AutoModel, p, pooling, kwargs)
     cfg = AutoConfig.from_pretrained(str(p), local_files_only=True)
     return AutoModel.from_config(cfg, **kwargs)
+
+
+def _from_pretrained_reporting(auto, p: Path, pooling: str, kwargs: dict) -> nn.Module:  # noqa: ANN001 - AutoModel
+    """`from_pretrained` whose key report leaves out what the pooling makes expected: a checkpoint's pooler weights
+    are unused with `mean`/`cls` pooling (transformers' report calls that "not ok if you expect identical arch" on
+    every load). Anything else missing, unexpected or mismatched is logged, naming the keys."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model, info = auto.from_pretrained(str(p), local_files_only=True, output_loading_info=True, **kwargs)
+    finally:
+        hf_logging.set_verbosity(level)
+    unexpected = sorted(info.get("unexpected_keys") or ())
+    if pooling != "pooler":
+        unexpected = [k for k in unexpected if not k.startswith("pooler.")]
+    issues = {"missing (randomly initialised)": sorted(info.get("missing_keys") or ()), "unused": unexpected,
+              "mismatched": sorted(str(k) for k in info.get("mismatched_keys") or ())}  # fmt: skip
+    for what, keys in issues.items():
+        if keys:
+            more = f" … ({len(keys)} in all)" if len(keys) > 8 else ""
+            log.warning("text encoder %s: %s weights: %s%s", p, what, ", ".join(keys[:8]), more)
+    return model
 
 
 def tokenize(tokenizer, texts: list[str], max_length: int = 77) -> dict[str, torch.Tensor]:  # noqa: ANN001

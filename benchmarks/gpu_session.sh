@@ -13,6 +13,8 @@
 #            stream, 64 mixtures per step, 12 loader workers, resampling in the step; then a resume), and the
 #            online source vs the shard loader per worker core with 16 workers. Text encoder: the MiniLM
 #            architecture with random weights (its 88 MB of weights cannot travel with the rest). ~3 min.
+#   gputests the suite's GPU-marked tests (`pytest -m gpu tests/model`: loss, inference and model.detect on
+#            CUDA vs the CPU). ~1 min.
 #   profile  the issue #7 step at B=256 under torch.profiler (eager, then compiled after 8 warm-up steps with
 #            recompiles logged), against the peer of the first H200 run's JSON in benchmarks/results/. ~3 min.
 #
@@ -179,9 +181,16 @@ profile() {  # issue #7 follow-up: where the step's time goes (eager) and the co
   echo "== train step: eager, B=256, 3 steps under torch.profiler"
   timeout "$(lim 120)" "$PY" benchmarks/train_step.py --batch 256 --steps 5 --warmup 3 --no-flops --profile 3 \
     --peer-json "$peer" --json "$OUT/profile_eager.json" | tail -n 4
+  [ "${PROFILE_EAGER_ONLY:-0}" = 1 ] && return
   echo "== train step: compiled, B=256, 8 warm-up + 20 timed steps (recompiles logged), 3 profiled"
   TORCH_LOGS=recompiles timeout "$(lim 240)" "$PY" benchmarks/train_step.py --batch 256 --compile --warmup 8 \
     --steps 20 --no-flops --profile 3 --peer-json "$peer" --json "$OUT/profile_compiled.json" 2>&1 | tail -n 30
+}
+
+gputests() {  # the suite's GPU-marked tests (uv run pytest -m gpu), with this checkout on the path
+  echo "== pytest -m gpu"
+  PYTHONPATH="$PYTHONPATH:$PWD:$PWD/packages/eval/src:$PWD/packages/captioning/src" timeout "$(lim 200)" \
+    "$PY" -m pytest -q -p no:cacheprovider -m gpu -o addopts="" tests/model/test_loss.py tests/model/test_cuda.py 2>&1 | tail -n 15
 }
 
 issue4() {
@@ -198,8 +207,8 @@ if [ "${sections[0]}" = prepare ]; then prepare; exit; fi
 setup_device
 for s in "${sections[@]}"; do
   case "$s" in
-    issue7 | issue4 | online | profile) "$s" 2>&1 | tee -a "$OUT/session.log" ;;
-    *) echo "unknown section $s (prepare, issue7, issue4, online, profile)" >&2; exit 2 ;;
+    issue7 | issue4 | online | profile | gputests) "$s" 2>&1 | tee -a "$OUT/session.log" ;;
+    *) echo "unknown section $s (prepare, issue7, issue4, online, profile, gputests)" >&2; exit 2 ;;
   esac
 done
 ls -la "$OUT"

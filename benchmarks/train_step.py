@@ -218,8 +218,10 @@ def peer_ratios(peer: dict, b: int, ours: float) -> dict:
 
 
 def profile_steps(step, model, device: torch.device, n: int) -> dict:  # noqa: ANN001 - the step closure
-    """Kernel (device) time of n training steps under torch.profiler: per step in total, in the forward passes
-    of the audio and text branches (record_function ranges around their forward), and the top ops."""
+    """Kernel (device) time of n training steps under torch.profiler: per step in total (each kernel once), in
+    the forward passes of the audio and text branches (record_function ranges around their forward), the top ops
+    (by the kernel time they launched) and the top kernels. On the CPU: CPU time of the ops instead."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile, record_function
 
     def wrap(module: torch.nn.Module, name: str) -> None:
@@ -242,17 +244,27 @@ def profile_steps(step, model, device: torch.device, n: int) -> dict:  # noqa: A
         sync(device)
     wall = (time.perf_counter() - t) / n
     ev = prof.key_averages()
-    dev_attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    total = sum(getattr(e, dev_attr) for e in ev if not e.key.startswith("region::")) / 1e3 / n
-    regions = {e.key.split("::", 1)[1]: round(e.device_time_total / 1e3 / n if device.type == "cuda"
-               else e.cpu_time_total / 1e3 / n, 2) for e in ev if e.key.startswith("region::")}  # fmt: skip
-    ops = [e for e in ev if not e.key.startswith("region::")]
-    top = sorted(ops, key=lambda e: -getattr(e, dev_attr))[:20]
+    cpu_ops = [e for e in ev if e.device_type == DeviceType.CPU]  # ops and ranges, as the host saw them
+    if device.type == "cuda":  # each kernel counted once: kernel events; ops carry the kernels they launched
+        kernels = [e for e in ev if e.device_type == DeviceType.CUDA and not e.is_user_annotation]
+        total = sum(e.self_device_time_total for e in kernels)
+        op_ms = lambda e: e.self_device_time_total  # noqa: E731
+        region_ms = lambda e: e.device_time_total  # noqa: E731
+    else:
+        kernels, total = [], sum(e.self_cpu_time_total for e in cpu_ops if not e.key.startswith("region::"))
+        op_ms = lambda e: e.self_cpu_time_total  # noqa: E731
+        region_ms = lambda e: e.cpu_time_total  # noqa: E731
+    ops = [e for e in cpu_ops if not e.key.startswith("region::")]
+    per = lambda us: round(us / 1e3 / n, 2)  # noqa: E731
     return {
-        "steps": n, "wall_ms_per_step": round(1e3 * wall, 1), "kernel_ms_per_step": round(total, 1),
-        "forward_kernel_ms_per_step": regions,
-        "top_ops": [{"op": e.key[:90], "ms_per_step": round(getattr(e, dev_attr) / 1e3 / n, 2),
-                     "calls_per_step": round(e.count / n, 1)} for e in top],
+        "steps": n, "wall_ms_per_step": round(1e3 * wall, 1), "kernel_ms_per_step": per(total),
+        "forward_kernel_ms_per_step": {e.key.split("::", 1)[1]: per(region_ms(e)) for e in cpu_ops
+                                       if e.key.startswith("region::")},
+        "top_ops": [{"op": e.key[:90], "ms_per_step": per(op_ms(e)), "calls_per_step": round(e.count / n, 1)}
+                    for e in sorted(ops, key=lambda e: -op_ms(e))[:20]],
+        "top_kernels": [{"kernel": e.key[:90], "ms_per_step": per(e.self_device_time_total),
+                         "calls_per_step": round(e.count / n, 1)}
+                        for e in sorted(kernels, key=lambda e: -e.self_device_time_total)[:12]],
     }  # fmt: skip
 
 

@@ -226,6 +226,7 @@ def test_total_loss_weights():
 
 
 @pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_matches_cpu():
     base = random_case(4)
     out = {}

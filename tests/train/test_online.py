@@ -683,3 +683,13 @@ def test_a_manifest_changed_after_resolve_is_refused_in_the_loader_process(train
     write_manifest(rows, manifest)
     with pytest.raises(ValueError, match="changed since this run resolved it"):
         pickle.loads(pickle.dumps(src)).open()
+
+
+def test_a_manifest_given_as_a_file_uri_resolves_and_opens_in_a_loader_process(train_shards, place):
+    """`--online file:///…/manifest.parquet` (read_manifest reads URIs): resolving hashes it through the same
+    opener, and a loader process's check of that hash reads it too."""
+    uri = (train_shards / "manifest.parquet").as_uri()
+    assert uri.startswith("file://")
+    src = resolve_sources([SourceConfig("gen", kind="online", manifest=uri)], "sed", place)[0]
+    _, pool = pickle.loads(pickle.dumps(src)).open()  # as a loader process receives it
+    assert pool.sfx or pool.general

@@ -27,6 +27,7 @@ from model.text_slots import normalize_text
 from model.train.config import BankConfig, SourceConfig
 from synth.bank import BankOptions, SourceBank, bank_rows, prepare_bank
 from synth.flac import quantize_pcm16
+from synth.paths import is_uri, local_path
 from synth.records import mixture_record
 from synth.render import render_mixture
 from synth.spec import MixtureConfig, SourcePool, mode_counts, sample_spec
@@ -71,7 +72,15 @@ def bank_part(rank: int, world: int, parts: int) -> int:
 
 
 def file_sha256(path: str) -> str:
-    with open(path, "rb") as f:
+    """The sha256 of a file named as `synth.manifest.read_manifest` takes it: a local path or ``file://`` (opened
+    locally), or any other URI (gs://, s3://, …: opened through pyarrow's filesystems, as `read_manifest` does)."""
+    if is_uri(path):
+        import pyarrow.fs
+
+        fs, inner = pyarrow.fs.FileSystem.from_uri(path)
+        with fs.open_input_stream(inner) as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    with open(local_path(path), "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 

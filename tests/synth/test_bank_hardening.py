@@ -252,3 +252,36 @@ def test_a_waiting_builder_says_so_once_then_every_interval(tmp_path, monkeypatc
         th.join()
         assert [r.getMessage() for r in caplog.records].count(line) in waits
         assert all(r.levelno == logging.INFO for r in caplog.records if r.getMessage() == line)
+
+
+# ------------------------------------------------------------------------------------------ 4. a killed retry
+
+
+def test_a_retry_killed_between_a_chunks_data_and_its_json_leaves_the_chunk_to_rebuild(tmp_path, monkeypatch):
+    rows = bank_rows(make_rows(tmp_path / "audio"), "train")
+    away = tmp_path / "away.wav"
+    shutil.move(rows[2]["path"], away)
+    folder = prepare_bank(rows, tmp_path / "bank", OPTS)
+    assert SourceBank(folder).meta["retry_chunks"] == [1]
+    shutil.move(away, rows[2]["path"])  # back: the next call rebuilds chunk 1 ...
+    real = bank_mod._write_atomic
+
+    def killed_at_the_json(path, data):
+        if path.name == "chunk-000001.json":
+            raise KeyboardInterrupt("killed")  # ... and is killed once its new data files are written
+        real(path, data)
+
+    monkeypatch.setattr(bank_mod, "_write_atomic", killed_at_the_json)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_bank(rows, tmp_path / "bank", OPTS)
+    monkeypatch.setattr(bank_mod, "_write_atomic", real)
+    shutil.move(rows[2]["path"], away)  # unreadable again at the next call: the bank opens without it
+    assert prepare_bank(rows, tmp_path / "bank", OPTS) == folder
+    bank = SourceBank(folder)
+    assert rows[2]["id"] not in bank and len(bank) == len(rows) - 1
+    np.testing.assert_array_equal(
+        np.asarray(bank(rows[3]["id"])), sf.read(rows[3]["path"], dtype="float32")[0]
+    )
+    shutil.move(away, rows[2]["path"])  # readable: it is in
+    bank = SourceBank(prepare_bank(rows, tmp_path / "bank", OPTS))
+    assert rows[2]["id"] in bank and len(bank) == len(rows) and bank.meta["retry_chunks"] == []

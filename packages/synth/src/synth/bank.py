@@ -29,12 +29,14 @@ Choices:
   the int16 rounding. Energy costs 8 bytes per event sample (without it a renderer filters each piece
   whole, ~2× slower relabeling); block energies 8 bytes per 600 background samples.
 - **Build**: chunks decoded in a process pool, each written under a temporary name and renamed; the chunk's
-  JSON last. A killed build resumes at the first missing chunk; a file lock makes concurrent builders of one
-  bank (ranks of a node) wait for the first. A source that cannot be decoded is left out, counted by reason
-  and logged with its path; `SourceBank.ids` are the sources that made it. A corrupt or truncated file is
-  final; a missing or unreadable one (`TRANSIENT_REASONS`: a mount, a permission, network storage) is not:
-  bank.json lists its chunk, and a later `prepare_bank` that finds the file readable rebuilds that chunk
-  (readers take a shared lock to open a bank and map every chunk file then, so a retry never mixes files).
+  JSON, which vouches for its data files, is removed before they are replaced and written last (a build or
+  retry killed in between leaves the chunk missing, not mismatched). A killed build resumes at the missing
+  chunks; a file lock makes concurrent builders of one bank (ranks of a node) wait for the first. A source
+  that cannot be decoded is left out, counted by reason and logged with its path; `SourceBank.ids` are the
+  sources that made it. A corrupt or truncated file is final; a missing or unreadable one
+  (`TRANSIENT_REASONS`: a mount, a permission, network storage) is not: bank.json lists its chunk, and a
+  later `prepare_bank` that finds the file readable rebuilds that chunk (readers take a shared lock to open
+  a bank and map every chunk file then, so a retry never mixes files).
 - **Fingerprint**: sha256 over the options, the block frames and, per source, id, path, duration, rate,
   channels, loudness and kind: a manifest change that touches what is stored makes a new bank. Captions are
   not stored, but they decide which events are: an edit that leaves an event without captions (or gives a
@@ -265,6 +267,8 @@ def build_chunk(folder: str, k: int, rows: Sequence[Mapping[str, Any]], opts: Ba
         meta["scales"].append(float(scale))
         meta["loudness_db"].append(float(loud) if np.isfinite(loud) else None)
     dtypes = {"audio": "<i2" if opts.dtype == "int16" else "<f4", "energy": "<f8", "blocks": "<f8"}
+    # the JSON vouches for the data files: gone while they are replaced (a kill: the chunk is missing, not mixed)
+    (root / _chunk_name(k, "json")).unlink(missing_ok=True)
     for name, dtype in dtypes.items():
         if name == "energy" and not opts.energy:
             continue

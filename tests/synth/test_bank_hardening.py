@@ -285,3 +285,30 @@ def test_a_retry_killed_between_a_chunks_data_and_its_json_leaves_the_chunk_to_r
     shutil.move(away, rows[2]["path"])  # readable: it is in
     bank = SourceBank(prepare_bank(rows, tmp_path / "bank", OPTS))
     assert rows[2]["id"] in bank and len(bank) == len(rows) and bank.meta["retry_chunks"] == []
+
+
+# ------------------------------------------------------------------------------------------ 5. another version
+
+
+def test_a_bank_of_another_version_under_the_root_is_named_when_a_new_one_is_built(tmp_path, caplog):
+    rows = bank_rows(make_rows(tmp_path / "audio", 2, 0), "train")
+    root = tmp_path / "bank"
+    old = root / "0123456789abcdef"
+    old.mkdir(parents=True)
+    (old / "bank.json").write_text(json.dumps({"version": 1, "sources": 2}))
+    (root / "not-a-bank").mkdir()
+    (root / "not-a-bank" / "bank.json").write_text("[1, 2")  # unreadable: not ours to judge, skipped
+    caplog.set_level(logging.INFO, logger="synth.bank")
+    folder = prepare_bank(rows, root, OPTS)
+    warned = [r for r in caplog.records if "cannot be reused" in r.getMessage()]
+    assert [(r.levelno, r.getMessage()) for r in warned] == [
+        (logging.WARNING, f"source bank {old} was built by synth.bank version 1 and cannot be reused (this is "
+         f"version {bank_mod.BANK_VERSION}): building a new bank in {folder}; delete the old one when no run "
+         "uses it")
+    ]  # fmt: skip
+    caplog.clear()  # the new bank is found: nothing is built, nothing said
+    assert prepare_bank(rows, root, OPTS) == folder
+    assert not [r for r in caplog.records if "cannot be reused" in r.getMessage()]
+    caplog.clear()  # no bank of another version: nothing said
+    prepare_bank(rows, tmp_path / "alone", OPTS)
+    assert not [r for r in caplog.records if "cannot be reused" in r.getMessage()]

@@ -41,7 +41,8 @@ Choices:
   channels, loudness and kind: a manifest change that touches what is stored makes a new bank. Captions are
   not stored, but they decide which events are: an edit that leaves an event without captions (or gives a
   caption-less one captions) changes the rows and so the bank; any other caption edit keeps it (the pool's
-  captions are read from the manifest).
+  captions are read from the manifest). `BANK_VERSION` is in it too: a new bank's build names (WARNING) the
+  banks under the same root another version built, which are never reused.
 """
 
 from __future__ import annotations
@@ -347,6 +348,8 @@ def prepare_bank(rows: Sequence[Mapping[str, Any]], root: str | os.PathLike, opt
             return folder
         if meta is not None:  # not complete while chunks are rebuilt (readers wait on the lock meanwhile)
             meta_path.unlink()
+        if not folder.exists():
+            _warn_other_versions(root, folder)
         folder.mkdir(exist_ok=True)
         todo = [(str(folder), k, chunks[k][1], opts) for k in redo]
         t0 = time.perf_counter()
@@ -390,6 +393,21 @@ def prepare_bank(rows: Sequence[Mapping[str, Any]], root: str | os.PathLike, opt
         if unreadable:
             log.warning("source bank %s: %s", folder, _failure_advice(folder, unreadable, len(unreadable)))
         return folder
+
+
+def _warn_other_versions(root: Path, new: Path) -> None:
+    """Name the banks under `root` another version of synth.bank built: the version is in the fingerprint, so
+    such a bank (e.g. one built ahead) is never reused, and a new build can take hours. Reads only bank.json."""
+    for meta_path in sorted(root.glob(f"*/{BANK_NAME}")):
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError):  # not a bank this module wrote: not ours to judge
+            continue
+        version = meta.get("version") if isinstance(meta, dict) else None
+        if version is not None and version != BANK_VERSION:
+            log.warning("source bank %s was built by synth.bank version %s and cannot be reused (this is version "
+                        "%d): building a new bank in %s; delete the old one when no run uses it",
+                        meta_path.parent, version, BANK_VERSION, new)  # fmt: skip
 
 
 def _failure_advice(folder: Path, unreadable: Sequence[Mapping[str, Any]], n_failed: int) -> str:

@@ -21,8 +21,8 @@
 # Exact calls:
 #   bash benchmarks/gpu_session.sh prepare                                         # here, once
 #   run(command="bash benchmarks/gpu_session.sh", carry=[".devcarry"], timeout_s=580, kind="nvidia-h200")
-#   (kind: B=256 per stream = 512 clips + 1,536 texts in one bf16 step peaked at 65.1 GiB on the H200 (compiled
-#   61.2 GiB): an H100's 80 GB holds it too; on OOM train_step.py retries with gradient checkpointing, says so)
+#   (kind: B=256 per stream = 512 clips + 1,536 texts in one bf16 step peaked at 63.6 GiB on the H200 (compiled
+#   59.7 GiB): an H100's 80 GB holds it too; on OOM train_step.py retries with gradient checkpointing, says so)
 #   run(command="bash benchmarks/gpu_session.sh issue4", carry=[".devcarry"], timeout_s=420)
 #   run(command="bash benchmarks/gpu_session.sh issue7 online", carry=[".devcarry"], timeout_s=600,
 #       kind="nvidia-h200")   # both in one call; BUDGET_S (default 570) caps the whole run, later steps get less

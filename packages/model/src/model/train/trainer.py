@@ -281,7 +281,7 @@ class Trainer:
     def _setup_optimizer(self) -> torch.optim.Optimizer:
         o = self.cfg.optim
         # how the update runs, not what it computes: fused kernels on CUDA; on the CPU the multi-tensor path, which
-        # gives the per-tensor loop's numbers (torch's CPU default) bit for bit, ~10× faster (benchmarks/RESULTS.md)
+        # gives the per-tensor loop's numbers (torch's CPU default) bit for bit, 3–10× faster (benchmarks/optimizer.py)
         kwargs: dict[str, Any] = {"fused": True} if self.device.type == "cuda" else {"foreach": True}
         # AdamW with weight_decay 0 is Adam (C.5); decoupled decay if weight_decay > 0. Group 1 (if any) is
         # the text encoder at optim.text_lr_scale × lr.

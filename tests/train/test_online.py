@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import yaml
 
 from model.train.config import (
     BankConfig,
@@ -693,3 +694,41 @@ def test_a_manifest_given_as_a_file_uri_resolves_and_opens_in_a_loader_process(t
     src = resolve_sources([SourceConfig("gen", kind="online", manifest=uri)], "sed", place)[0]
     _, pool = pickle.loads(pickle.dumps(src)).open()  # as a loader process receives it
     assert pool.sfx or pool.general
+
+
+def old_saved_config(tmp_path: Path) -> Path:
+    """A config.yaml as versions before the sources' own-fields `mixture` wrote it: the full recipe (every
+    MixtureConfig field) in every source, shards and global sources included."""
+    full = TrainConfig().to_dict()["data"]["mixture"]
+    d = TrainConfig().to_dict()
+    d["model"]["text_path"] = "x"
+    d["data"].update(global_batch=4, sed_batch=4, global_sources=[{"name": "g", "shards": "data/g", "mixture": full}],
+                     sed_sources=[{"name": "a", "kind": "online", "manifest": "m.parquet", "mixture": full},
+                                  {"name": "b", "shards": "data/b", "mixture": full}])  # fmt: skip
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(d, sort_keys=False))
+    return path
+
+
+def test_a_config_written_by_an_older_version_loads_with_warnings(tmp_path, caplog):
+    """Its shards sources' full recipes are dropped (one WARNING); its online source keeps its recipe, with a
+    WARNING that data.mixture overrides do not reach it."""
+    with caplog.at_level("WARNING", logger="model.train.config"):
+        cfg = load(old_saved_config(tmp_path), ["data.mixture.max_events=3"])
+    (g,), (a, b) = cfg.data.global_sources, cfg.data.sed_sources
+    assert g.mixture == {} and b.mixture == {}
+    assert source_recipe(cfg.data.mixture, a, "a").max_events == 10  # its own full recipe hides the override
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2, warnings
+    dropped = next(w for w in warnings if "data.global_sources[0] (g)" in w)
+    assert "data.sed_sources[1] (b)" in dropped and "older version" in dropped and "ignored" in dropped
+    online = next(w for w in warnings if "data.sed_sources[0] (a)" in w)
+    assert "data.mixture overrides do not reach it" in online and "delete its mixture: keys" in online
+
+
+def test_a_partial_mixture_on_a_shards_source_is_still_an_error(tmp_path):
+    path = old_saved_config(tmp_path)
+    with pytest.raises(
+        ValueError, match=r"data.sed_sources\[1\] \(b\): mixture does not apply to a shards source"
+    ):
+        load(path, ["data.sed_sources.1.mixture={max_events: 3}"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib
+import logging
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ import yaml
 from model.config import FrontEndConfig
 from synth.spec import MixtureConfig
 
+log = logging.getLogger(__name__)
 ALPHA_MODES = ("per_text", "shared")
 BETA_MODES = ("per_text", "shared")
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -376,8 +378,41 @@ def load(path: str | Path | None, overrides: list[str] = (), **updates: Any) -> 
         cfg = _build(TrainConfig, raw, "")
     except ValueError as e:
         raise ValueError(f"{path}: {e}" if path is not None else str(e)) from None
+    cfg = _old_full_recipes(cfg)
     validate(cfg)
     return cfg
+
+
+def _source_where(stream: str, i: int, s: SourceConfig) -> str:
+    """How errors and warnings name a source: `data.sed_sources[0] (name)`."""
+    return f"data.{stream}[{i}] ({s.name or s.shards or s.manifest or 'unnamed'})"
+
+
+def _old_full_recipes(cfg: TrainConfig) -> TrainConfig:
+    """Older versions wrote the full recipe (every MixtureConfig field) as every source's `mixture`: on a shards
+    source it is dropped with a WARNING (a partial one stays an error: `validate`); an online source keeps it, with
+    a WARNING that data.mixture overrides cannot reach it."""
+    full = {f.name for f in dataclasses.fields(MixtureConfig)}
+    dropped, online, streams = [], [], {}
+    for stream in ("global_sources", "sed_sources"):
+        sources = list(getattr(cfg.data, stream))
+        for i, s in enumerate(sources):
+            if set(s.mixture) != full:
+                continue
+            where = _source_where(stream, i, s)
+            if s.kind == "shards":
+                dropped.append(where)
+                sources[i] = dataclasses.replace(s, mixture={})
+            else:
+                online.append(where)
+        streams[stream] = tuple(sources)
+    if dropped:
+        log.warning("%s: mixture (a full recipe on a shards source) was written by an older version and is ignored",
+                    ", ".join(dropped))  # fmt: skip
+    if online:
+        log.warning("%s: mixture holds every recipe field (written by an older version): data.mixture overrides do "
+                    "not reach it; delete its mixture: keys to use data.mixture", ", ".join(online))  # fmt: skip
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **streams)) if dropped else cfg
 
 
 def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
@@ -425,7 +460,7 @@ def validate(cfg: TrainConfig) -> None:
         raise ValueError("data.sed_sources is empty (give --mixtures DIR or list sources in the config)")
     for stream, sources in (("global_sources", d.global_sources), ("sed_sources", d.sed_sources)):
         for i, s in enumerate(sources):
-            where = f"data.{stream}[{i}] ({s.name or s.shards or s.manifest or 'unnamed'})"
+            where = _source_where(stream, i, s)
             if s.kind not in SOURCE_KINDS:
                 raise ValueError(f"{where} kind must be one of {SOURCE_KINDS}, got {s.kind!r}")
             if s.kind == "online":

@@ -732,3 +732,20 @@ def test_a_partial_mixture_on_a_shards_source_is_still_an_error(tmp_path):
         ValueError, match=r"data.sed_sources\[1\] \(b\): mixture does not apply to a shards source"
     ):
         load(path, ["data.sed_sources.1.mixture={max_events: 3}"])
+
+
+def test_a_bank_changed_after_resolve_is_refused_in_the_loader_process(train_shards, banks, tmp_path):
+    """A retry of unreadable sources rebuilds chunks in place (bank.json rewritten, same folder): a loader process
+    that opens the bank later would mix from more sources than its peers, so it refuses with a clear error."""
+    root = tmp_path / "root"
+    shutil.copytree(banks["int16"], root / banks["int16"].name)
+    place = BankPlace(root, BankConfig(build_workers=1, chunk_sources=32))
+    src = resolve_sources([online_cfg(train_shards)], "sed", place)[0]
+    assert Path(src.bank_folder) == root / banks["int16"].name  # found, not rebuilt
+    pickle.loads(pickle.dumps(src)).open()  # unchanged: fine
+    meta_path = Path(src.bank_folder) / "bank.json"
+    meta_path.write_text(json.dumps({**json.loads(meta_path.read_text()), "retried": 1}))
+    with pytest.raises(
+        ValueError, match=r"online source 'gen': source bank .* changed since this run resolved it"
+    ):
+        pickle.loads(pickle.dumps(src)).open()

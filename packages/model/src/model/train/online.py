@@ -15,6 +15,7 @@ only counts the mixtures of the interval's earlier steps (no rendering). Its sam
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -84,6 +85,12 @@ def file_sha256(path: str) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def bank_identity(bank: SourceBank) -> str:
+    """The sha256 of a bank's index as opened (bank.json): a retry that rebuilds chunks in the same folder
+    rewrites it."""
+    return hashlib.sha256(json.dumps(bank.meta, sort_keys=True).encode()).hexdigest()
+
+
 def read_rows(manifest: str) -> list[dict[str, Any]]:
     from synth.manifest import read_manifest
 
@@ -95,10 +102,12 @@ class OnlineSource:
     and builds the pool on first use."""
 
     def __init__(self, name: str, weight: float, manifest: str, split: str, mixture: MixtureConfig,
-                 bank_folder: str, part: int, parts: int, manifest_sha256: str | None = None) -> None:  # fmt: skip
+                 bank_folder: str, part: int, parts: int, manifest_sha256: str | None = None,
+                 bank_sha256: str | None = None) -> None:  # fmt: skip
         self.name, self.weight, self.manifest, self.split = name, float(weight), manifest, split
         self.mixture, self.bank_folder, self.part, self.parts = mixture, bank_folder, part, parts
-        self.manifest_sha256 = manifest_sha256  # what the run resolved: every loader process checks it
+        # what the run resolved (`file_sha256`, `bank_identity`): every loader process checks both
+        self.manifest_sha256, self.bank_sha256 = manifest_sha256, bank_sha256
         self._bank: SourceBank | None = None
         self._pool: SourcePool | None = None
 
@@ -114,6 +123,11 @@ class OnlineSource:
         pool would hold, less those the bank could not decode)."""
         if self._bank is None:
             bank = SourceBank(self.bank_folder)
+            if self.bank_sha256 is not None and bank_identity(bank) != self.bank_sha256:
+                raise ValueError(
+                    f"online source {self.name!r}: source bank {self.bank_folder} changed since this run resolved "
+                    "it (a retry of unreadable sources?); resume the run to use it"
+                )
             if self.manifest_sha256 is not None and file_sha256(self.manifest) != self.manifest_sha256:
                 raise ValueError(
                     f"online source {self.name!r}: manifest {self.manifest} changed since this run resolved it, so "
@@ -230,6 +244,7 @@ def resolve_online(cfg: SourceConfig, name: str, m: MixtureConfig, bank: BankCon
         b, pool = src.open()
     except (OSError, ValueError) as e:
         raise ValueError(f"online source {name!r}: source bank {folder} cannot be used ({e})") from None
+    src.bank_sha256 = bank_identity(b)  # the bank as this rank uses it: its loader processes check it
     try:
         src.render(MixtureRef(0, 0))
     except Exception as e:  # noqa: BLE001 - whatever fails, it fails here, naming the source

@@ -749,3 +749,13 @@ def test_a_bank_changed_after_resolve_is_refused_in_the_loader_process(train_sha
         ValueError, match=r"online source 'gen': source bank .* changed since this run resolved it"
     ):
         pickle.loads(pickle.dumps(src)).open()
+
+
+@pytest.mark.parametrize("wait", [".inf", "1e300", "0", "-5", ".nan"])
+def test_bank_wait_must_be_a_finite_positive_number_of_seconds(wait):
+    with pytest.raises(ValueError) as e:
+        load(None, ["data.sed_batch=4", "loss.clip=0", "data.global_batch=0", f"data.bank.wait_s={wait}"],
+             **{"data.sed_sources": [{"name": "a", "kind": "online", "manifest": "m"}]})  # fmt: skip
+    assert "data.bank.wait_s must be a finite number of seconds > 0" in str(e.value) and "\n" not in str(
+        e.value
+    )

@@ -12,6 +12,7 @@ import importlib
 import logging
 import typing
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -492,9 +493,12 @@ def validate(cfg: TrainConfig) -> None:
     b = d.bank
     if b.dtype not in BANK_DTYPES:
         raise ValueError(f"data.bank.dtype must be one of {BANK_DTYPES}, got {b.dtype!r}")
-    if b.parts < 1 or b.build_workers < 0 or b.chunk_sources < 1 or not b.wait_s > 0:
-        raise ValueError("data.bank.parts >= 1, data.bank.build_workers >= 0, data.bank.chunk_sources >= 1 and "
-                         "data.bank.wait_s > 0 are required")  # fmt: skip
+    if b.parts < 1 or b.build_workers < 0 or b.chunk_sources < 1:
+        raise ValueError(
+            "data.bank.parts >= 1, data.bank.build_workers >= 0 and data.bank.chunk_sources >= 1 are required"
+        )
+    if not 0 < b.wait_s < timedelta.max.total_seconds():  # the bank group's timeout: a timedelta
+        raise ValueError(f"data.bank.wait_s must be a finite number of seconds > 0, got {b.wait_s}")
     if o.text_lr_scale < 0:
         raise ValueError(f"optim.text_lr_scale must be >= 0, got {o.text_lr_scale}")
     if o.warmup_steps < 0 or o.total_steps < 1 or o.warmup_steps >= o.total_steps:

@@ -759,3 +759,57 @@ def test_bank_wait_must_be_a_finite_positive_number_of_seconds(wait):
     assert "data.bank.wait_s must be a finite number of seconds > 0" in str(e.value) and "\n" not in str(
         e.value
     )
+
+
+def _failed_resolve_worker(rank: int, port: int, out: str) -> None:
+    import datetime
+    import os
+    import time
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
+                      LOCAL_RANK=str(rank))  # fmt: skip
+    import model.train.trainer as trainer_mod
+
+    def resolve(sources, stream, place=None, mixture=None):  # noqa: ANN001, ANN202 - resolve_sources' signature
+        if rank == 1:  # e.g. its manifest cannot be read there
+            raise DataError("online source 'a': cannot read manifest 'm' (no such file)")
+        return []
+
+    trainer_mod.resolve_sources = resolve
+    dist.init_process_group("gloo", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=120))
+    cfg = load(None, ["loss.clip=0", "data.global_batch=0", "data.sed_batch=2", "data.bank.wait_s=90"],
+               **{"data.sed_sources": [{"name": "a", "kind": "online", "manifest": "m"}]})  # fmt: skip
+    t0 = time.perf_counter()
+    try:
+        trainer_mod.Trainer(cfg, out).setup()
+        result = {"error": None}
+    except Exception as e:  # noqa: BLE001 - what each rank raised is the test's result
+        result = {"error": str(e), "type": type(e).__name__}
+    result["s"] = time.perf_counter() - t0
+    Path(out, f"rank{rank}.json").write_text(json.dumps(result))
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow  # two spawned processes importing the trainer: ~30 s on the shared 2-core machine
+def test_a_rank_that_cannot_resolve_its_sources_stops_every_rank_at_once(tmp_path):
+    """One rank's resolve error (a bad manifest, a failed smoke mixture) reaches every rank at the bank meeting:
+    all raise a DataError naming the failing rank and its error, instead of the others waiting data.bank.wait_s."""
+    import torch.multiprocessing as mp
+
+    from tests.train.test_ddp import _free_port
+
+    ctx, port = mp.get_context("spawn"), _free_port()
+    procs = [ctx.Process(target=_failed_resolve_worker, args=(r, port, str(tmp_path))) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(240)
+    assert [p.exitcode for p in procs] == [0, 0]
+    for r in range(2):
+        got = json.loads((tmp_path / f"rank{r}.json").read_text())
+        assert got["type"] == "DataError" and got["s"] < 60, got
+        assert got["error"].startswith(
+            "rank 1 of 2 could not resolve its SED sources: online source 'a': cannot"
+        )

@@ -25,7 +25,7 @@ from model.flam import FLAM
 from model.loss import LossWeights
 from model.train import state as ckpt_state
 from model.train.config import TrainConfig, resolve_text_path, to_yaml
-from model.train.data import BankPlace, TrainStream, make_loader, resolve_sources
+from model.train.data import BankPlace, DataError, TrainStream, make_loader, resolve_sources
 from model.train.log import TrainLog
 from model.train.online import COUNTERS, OnlineSource
 from model.train.schedule import lr_at
@@ -191,12 +191,16 @@ class Trainer:
             except OSError as e:
                 raise ValueError(f"output folder {self.out} is not writable ({e})") from None
         self._barrier()
+        error = None
         if d.sed_batch > 0:  # after the output check: online sources build their bank in OUT/bank by default
             place = BankPlace(
                 Path(d.bank.dir) if d.bank.dir else self.out / "bank", d.bank, self.rank, self.world
             )
-            self.sources["sed"] = resolve_sources(d.sed_sources, "sed", place, d.mixture)
-        self._wait_for_banks()
+            try:
+                self.sources["sed"] = resolve_sources(d.sed_sources, "sed", place, d.mixture)
+            except Exception as e:  # noqa: BLE001 - raised at the bank meeting, so no rank waits for this one
+                error = e
+        self._wait_for_banks(error)
         self.online_names = [s.name for s in self.sources["sed"] if isinstance(s, OnlineSource)]
         self.left_out = self._online_left_out() if self.online_names else {}  # on the first metrics line
         if self.resume and resume_from is None and self.rank == 0:
@@ -314,10 +318,24 @@ class Trainer:
         if self.distributed:
             dist.barrier()
 
-    def _wait_for_banks(self) -> None:
-        """Every rank waits here (up to data.bank.wait_s) until all have built or found their source banks."""
-        if self.bank_group is not None:
-            dist.barrier(group=self.bank_group)
+    def _wait_for_banks(self, error: Exception | None = None) -> None:
+        """Every rank waits here (up to data.bank.wait_s) until all have built or found their source banks, and
+        learns whether any rank failed to resolve its SED sources (`error`): then every rank raises a DataError
+        naming the failing ranks and the first one's error (the failing rank re-raises an unexpected error)."""
+        if self.bank_group is None:
+            if error is not None:
+                raise error
+            return
+        mine = None if error is None else str(error) if isinstance(error, ValueError) else repr(error)
+        gathered: list[Any] = [None] * self.world
+        dist.all_gather_object(gathered, mine, group=self.bank_group)
+        failed = [r for r, msg in enumerate(gathered) if msg is not None]
+        if error is not None and not isinstance(error, ValueError):
+            raise error  # a bug, not bad data: its traceback
+        if failed:
+            ranks = f"rank{'s' if len(failed) > 1 else ''} {', '.join(map(str, failed))} of {self.world}"
+            raise DataError(f"{ranks} could not resolve {'their' if len(failed) > 1 else 'its'} SED sources: "
+                            f"{gathered[failed[0]]}")  # fmt: skip
 
     def _all_reduce(self, values: list[float], op: Any = dist.ReduceOp.SUM) -> list[float]:
         """Values reduced over the ranks (unchanged on one process)."""

@@ -402,6 +402,8 @@ def test_list_entries_are_overridden_by_index(tmp_path):
         ([], {"relabel": {"threshold_db": "loud"}}, "data.sed_sources[0] (a).mixture.relabel.threshold_db: expected"),
         (["data.mixture.duration_s=20"], {}, "data.sed_sources[0] (a).mixture: duration_s=20.0"),
         ([], {"duration_s": 5}, "data.sed_sources[0] (a).mixture: duration_s=5.0, but the model sees 10-s clips"),
+        ([], {"sample_rate": 44100}, "data.sed_sources[0] (a).mixture: sample_rate=44100, but the model takes 48000 Hz"),
+        ([], {"duration_s": float("inf")}, "data.sed_sources[0] (a).mixture: duration_s=inf, but the model sees 10-s"),
     ],
 )  # fmt: skip
 def test_a_bad_recipe_fails_at_load_naming_the_source_and_key(over, own, message):

@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import importlib
 import logging
+import math
 import typing
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -278,17 +279,16 @@ def source_recipe(base: MixtureConfig, source: SourceConfig, where: str) -> Mixt
     10 s: `model.config.FrontEndConfig`; the loader would cut a longer mixture and pad a shorter one).
     ValueError names `where` and the key."""
     own = _partial(MixtureConfig, source.mixture, f"{where}.mixture")
-    m = _build(MixtureConfig, _deep_merge(dataclasses.asdict(base), own), f"{where}.mixture")
-    fe = FrontEndConfig()
-    if m.sample_rate != fe.sample_rate:
-        raise ValueError(
-            f"{where}.mixture: sample_rate={m.sample_rate}, but the model takes {fe.sample_rate} Hz"
-        )
-    if m.n_samples != fe.clip_samples:
-        raise ValueError(f"{where}.mixture: duration_s={m.duration_s}, but the model sees "
+    merged = _deep_merge(dataclasses.asdict(base), own)
+    fe = FrontEndConfig()  # checked first: MixtureConfig's own checks would blame e.g. relabel.sample_rate
+    sr, duration = merged["sample_rate"], merged["duration_s"]
+    if sr != fe.sample_rate:
+        raise ValueError(f"{where}.mixture: sample_rate={sr}, but the model takes {fe.sample_rate} Hz")
+    if not (math.isfinite(duration) and round(duration * sr) == fe.clip_samples):  # MixtureConfig.n_samples
+        raise ValueError(f"{where}.mixture: duration_s={duration}, but the model sees "
                          f"{fe.clip_samples / fe.sample_rate:g}-s clips (a longer mixture would be cut, a shorter "
                          "one padded with silence)")  # fmt: skip
-    return m
+    return _build(MixtureConfig, merged, f"{where}.mixture")
 
 
 def _set_dotted(d: dict[str, Any], key: str, value: Any) -> None:

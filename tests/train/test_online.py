@@ -419,7 +419,7 @@ def test_a_bad_recipe_fails_at_load_naming_the_source_and_key(over, own, message
 
 def test_a_bad_recipe_fails_when_a_code_built_source_is_resolved(train_shards, place, monkeypatch):
     """Without `load` (a config built in code) the same checks run when the source is resolved, before its bank
-    is built; one mixture is rendered there, so any other recipe problem also stops the run before training."""
+    is built; one mixture is rendered there, so a recipe that cannot make any stops the run before training."""
     built = []
     monkeypatch.setattr("model.train.online.prepare_bank", lambda *a: built.append(a) or None)
     with pytest.raises(
@@ -815,3 +815,20 @@ def test_a_rank_that_cannot_resolve_its_sources_stops_every_rank_at_once(tmp_pat
         assert got["error"].startswith(
             "rank 1 of 2 could not resolve its SED sources: online source 'a': cannot"
         )
+
+
+def test_rows_the_bank_leaves_out_are_counted_as_pool_skips(train_shards, place, tmp_path):
+    """A captionless event and a row with a bad duration never reach the bank (`bank_rows`): they are counted in
+    `left_out` under the pool's reasons, as the shard renderer's pool counts them."""
+    rows = read_manifest(train_shards / "manifest.parquet").to_pylist()
+    event = next(r for r in rows if r["split"] == "train" and r["kind"] == "event")
+    background = next(r for r in rows if r["split"] == "train" and r["kind"] == "background")
+    rows += [
+        {**event, "id": "no-caption", "captions": []},
+        {**background, "id": "bad-duration", "duration_s": -1.0},
+    ]
+    write_manifest(rows, tmp_path / "m.parquet")
+    cfg = SourceConfig("gen", kind="online", manifest=str(tmp_path / "m.parquet"))
+    src = resolve_sources([cfg], "sed", place)[0]  # the same bank rows: the session's bank is found
+    left = pickle.loads(pickle.dumps(src)).left_out()
+    assert left["pool_skipped/event_no_caption"] == 1 and left["pool_skipped/background_bad_duration"] == 1

@@ -26,7 +26,7 @@ import numpy as np
 
 from model.text_slots import normalize_text
 from model.train.config import BankConfig, SourceConfig
-from synth.bank import BankOptions, SourceBank, bank_rows, prepare_bank
+from synth.bank import BankOptions, SourceBank, bank_rows, in_part, prepare_bank
 from synth.flac import quantize_pcm16
 from synth.paths import is_uri, local_path
 from synth.records import mixture_record
@@ -103,11 +103,13 @@ class OnlineSource:
 
     def __init__(self, name: str, weight: float, manifest: str, split: str, mixture: MixtureConfig,
                  bank_folder: str, part: int, parts: int, manifest_sha256: str | None = None,
-                 bank_sha256: str | None = None) -> None:  # fmt: skip
+                 bank_sha256: str | None = None, refused: dict[str, int] | None = None) -> None:  # fmt: skip
         self.name, self.weight, self.manifest, self.split = name, float(weight), manifest, split
         self.mixture, self.bank_folder, self.part, self.parts = mixture, bank_folder, part, parts
         # what the run resolved (`file_sha256`, `bank_identity`): every loader process checks both
         self.manifest_sha256, self.bank_sha256 = manifest_sha256, bank_sha256
+        # the rows bank_rows left out, by reason (`bank_refusals`): counted as the pool's skips
+        self.refused = dict(refused or {})
         self._bank: SourceBank | None = None
         self._pool: SourcePool | None = None
 
@@ -142,13 +144,15 @@ class OnlineSource:
                 rows, self.split, min_background_s=m.duration_s, min_event_s=m.min_event_s
             )
             self._pool.skipped.update(dropped)
+            self._pool.skipped.update(self.refused)
             self._bank = bank
         return self._bank, self._pool
 
     def left_out(self) -> dict[str, int]:
         """What never reaches a mixture, by reason: ``sources_left_out/<reason>`` (sources of this bank part that
-        could not be decoded, bank.json) and ``pool_skipped/<reason>`` (manifest rows the pool refused: no
-        usable caption, too short for the recipe, bad duration; captions and tags `drop_empty_texts` removed)."""
+        could not be decoded, bank.json) and ``pool_skipped/<reason>`` (manifest rows of the split and part the
+        pool refused: events without captions and bad durations, which `bank_rows` already leaves out of the bank;
+        sources too short for the recipe; captions and tags `drop_empty_texts` removed)."""
         bank, pool = self.open()
         out = {f"sources_left_out/{r}": int(n) for r, n in bank.meta.get("failed", {}).items()}
         out.update({f"pool_skipped/{r}": int(n) for r, n in pool.skipped.items()})
@@ -167,6 +171,13 @@ class OnlineSource:
             f"{self.name}/{ref.key}", spec if full_spec else _SpecId(spec), rendered, SAMPLE_RATE
         )
         return quantize_pcm16(rendered.audio), rec, mixture_counters(spec, rendered, len(rec["events"]))
+
+
+def bank_refusals(rows: list[dict[str, Any]], split: str, part: int, parts: int) -> Counter:
+    """The rows of `split` (and part) that `bank_rows` leaves out, by reason: what its pool (no length limits)
+    refuses — events without captions (`event_no_caption`), bad durations (`event_bad_duration`, …)."""
+    mine = [r for r in rows if r.get("split") == split and in_part(str(r["id"]), part, parts)]
+    return SourcePool.from_manifest(mine, split, min_background_s=0.0, min_event_s=0.0).skipped
 
 
 def drop_empty_texts(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Counter]:
@@ -215,8 +226,9 @@ def mixture_counters(spec: Any, rendered: Any, labelled: int) -> Counter:
 def resolve_online(cfg: SourceConfig, name: str, m: MixtureConfig, bank: BankConfig, bank_root: Path, rank: int,
                    world: int) -> OnlineSource:  # fmt: skip
     """Check an online source with its recipe `m` (`source_recipe`), build (or find) its bank and return it;
-    ValueError names what is wrong. One mixture is made here, so a recipe that cannot make one on this pool
-    stops the run before training, not in a loader worker."""
+    ValueError names what is wrong. One mixture is made here, so a recipe that cannot make any on this pool
+    stops the run before training, not in a loader worker (a failure that depends on the draw can still come
+    later, in `render`)."""
     if bank.parts > world:
         raise ValueError(
             f"data.bank.parts={bank.parts} exceeds the world size {world} (each part needs a rank)"
@@ -229,6 +241,7 @@ def resolve_online(cfg: SourceConfig, name: str, m: MixtureConfig, bank: BankCon
     part = bank_part(rank, world, bank.parts)
     try:
         chosen = bank_rows(rows, cfg.split, part, bank.parts)
+        refused = bank_refusals(rows, cfg.split, part, bank.parts)
     except ValueError as e:
         raise ValueError(f"online source {name!r} ({cfg.manifest}, split {cfg.split}): {e}") from None
     opts = BankOptions(dtype=bank.dtype, energy=bank.energy, sample_rate=SAMPLE_RATE, chunk_sources=bank.chunk_sources,
@@ -239,7 +252,8 @@ def resolve_online(cfg: SourceConfig, name: str, m: MixtureConfig, bank: BankCon
         raise ValueError(
             f"online source {name!r}: cannot build the source bank in {bank_root} ({e})"
         ) from None
-    src = OnlineSource(name, cfg.weight, cfg.manifest, cfg.split, m, str(folder), part, bank.parts, digest)
+    src = OnlineSource(name, cfg.weight, cfg.manifest, cfg.split, m, str(folder), part, bank.parts, digest,
+                       refused=refused)  # fmt: skip
     try:  # fails here, before training: a damaged bank, or one that lost every event source
         b, pool = src.open()
     except (OSError, ValueError) as e:

@@ -655,21 +655,26 @@ def _bank_wait_worker(rank: int, port: int, out: str) -> None:
     dist.destroy_process_group()
 
 
-@pytest.mark.slow  # two spawned processes importing the trainer: ~30 s on the shared 2-core machine
-def test_ranks_wait_for_each_others_banks_longer_than_the_default_timeout(tmp_path):
-    """A rank that finishes its bank part early waits in a group with data.bank.wait_s as its timeout, so a
-    slower rank's build does not hit the default group's (short) timeout."""
+def _spawn_two_ranks(target, tmp_path, timeout_s: int) -> list[int | None]:  # noqa: ANN001 - a worker function
+    """Run target(rank, port, tmp_path) in two spawned processes; their exit codes."""
     import torch.multiprocessing as mp
 
     from tests.train.test_ddp import _free_port
 
     ctx, port = mp.get_context("spawn"), _free_port()
-    procs = [ctx.Process(target=_bank_wait_worker, args=(r, port, str(tmp_path))) for r in range(2)]
+    procs = [ctx.Process(target=target, args=(r, port, str(tmp_path))) for r in range(2)]
     for p in procs:
         p.start()
     for p in procs:
-        p.join(120)
-    assert [p.exitcode for p in procs] == [0, 0]
+        p.join(timeout_s)
+    return [p.exitcode for p in procs]
+
+
+@pytest.mark.slow  # two spawned processes importing the trainer: ~30 s on the shared 2-core machine
+def test_ranks_wait_for_each_others_banks_longer_than_the_default_timeout(tmp_path):
+    """A rank that finishes its bank part early waits in a group with data.bank.wait_s as its timeout, so a
+    slower rank's build does not hit the default group's (short) timeout."""
+    assert _spawn_two_ranks(_bank_wait_worker, tmp_path, timeout_s=120) == [0, 0]
 
 
 def test_a_manifest_changed_after_resolve_is_refused_in_the_loader_process(train_shards, tmp_path):
@@ -798,17 +803,7 @@ def _failed_resolve_worker(rank: int, port: int, out: str) -> None:
 def test_a_rank_that_cannot_resolve_its_sources_stops_every_rank_at_once(tmp_path):
     """One rank's resolve error (a bad manifest, a failed smoke mixture) reaches every rank at the bank meeting:
     all raise a DataError naming the failing rank and its error, instead of the others waiting data.bank.wait_s."""
-    import torch.multiprocessing as mp
-
-    from tests.train.test_ddp import _free_port
-
-    ctx, port = mp.get_context("spawn"), _free_port()
-    procs = [ctx.Process(target=_failed_resolve_worker, args=(r, port, str(tmp_path))) for r in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(240)
-    assert [p.exitcode for p in procs] == [0, 0]
+    assert _spawn_two_ranks(_failed_resolve_worker, tmp_path, timeout_s=240) == [0, 0]
     for r in range(2):
         got = json.loads((tmp_path / f"rank{r}.json").read_text())
         assert got["type"] == "DataError" and got["s"] < 60, got

@@ -24,21 +24,9 @@ from tests.model.detect_audio import (
     ROOSTER,
     corrupt_files,
     odd_formats,
-    small_checkpoint,
-    small_model,
 )
 
 QUERIES = ["chickens clucking", "a rooster crowing"]
-
-
-@pytest.fixture(scope="module")
-def ckpt():
-    return small_checkpoint()
-
-
-@pytest.fixture(scope="module")
-def model(ckpt):
-    return small_model()
 
 
 @pytest.fixture(scope="module")

@@ -27,8 +27,6 @@ from tests.model.detect_audio import (
     ROOSTER,
     corrupt_files,
     place,
-    small_checkpoint,
-    small_model,
 )
 from tests.model.small_flam import small_flam
 
@@ -100,16 +98,6 @@ def live_segments(index):
     m = read_manifest(index)
     on_disk = {int(p.stem[4:]) for p in (index / SEGMENTS).glob("seg-*.npy")}
     return set(m.segment_rows()), on_disk
-
-
-@pytest.fixture(scope="module")
-def ckpt():
-    return small_checkpoint()
-
-
-@pytest.fixture(scope="module")
-def model(ckpt):
-    return small_model()
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,8 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from model.figures import save_figure  # noqa: E402
+
 ROWS = (  # (label, path into the dataset's metrics, format: "pct" ×100 one decimal, "num" three decimals)
     ("frame AUROC (%)", ("auroc",), "pct"),
     ("Spearman ρ (alignment)", ("spearman",), "num"),
@@ -83,14 +85,13 @@ def within_pair_auroc(scores: np.ndarray, labels: np.ndarray) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def energy_control(scores_dir: Path, mixtures: str) -> float | None:
+def energy_control(rows, mixtures: str) -> float | None:  # noqa: ANN001 - `_rows`' tuple
     """Within-pair AUROC of a text-blind score that does see the audio: each frame's mean power in the mixture.
     A model that only finds "something sounds here" gets about this; beating it needs the text."""
     from collections import Counter
 
     from eval.datasets import shard_clips
 
-    rows = _rows(scores_dir)
     if rows is None:
         return None
     _, labels, _, clips = rows
@@ -99,17 +100,17 @@ def energy_control(scores_dir: Path, mixtures: str) -> float | None:
     for clip in shard_clips(mixtures, "mixtures", Counter()):
         x = np.asarray(clip.wave, dtype=np.float64)
         edges = np.round(np.arange(n + 1) * x.size / n).astype(int)
-        power[clip.id] = np.array([np.mean(x[a:b] ** 2) if b > a else 0.0 for a, b in zip(edges[:-1], edges[1:])])
+        bounds = zip(edges[:-1], edges[1:], strict=True)
+        power[clip.id] = np.array([np.mean(x[a:b] ** 2) if b > a else 0.0 for a, b in bounds])
     if missing := set(clips) - power.keys():
         raise ValueError(f"{len(missing)} scored clips are not in {mixtures} (e.g. {sorted(missing)[0]})")
     return within_pair_auroc(np.stack([power[c] for c in clips]), labels)
 
 
-def audio_blind_controls(scores_dir: Path) -> dict[str, float | None]:
-    """AUROC of the position-only and text-only oracle scores on the rows of ``scores_dir`` (see module doc)."""
+def audio_blind_controls(rows) -> dict[str, float | None]:  # noqa: ANN001 - `_rows`' tuple
+    """AUROC of the position-only and text-only oracle scores on a scores folder's `_rows` (see module doc)."""
     from eval.sed_metrics import auroc
 
-    rows = _rows(scores_dir)
     if rows is None:
         return {}
     _, labels, texts, _ = rows
@@ -163,13 +164,14 @@ def main(argv: list[str] | None = None) -> int:
     scores_dir = runs[0][1] / "scores" / args.dataset
     if runs[0][2].get("kind") == "mixtures" and (scores_dir / "ground_truth.tsv").is_file():
         label = "within-pair frame AUROC (%)"
-        for name, folder, _ in runs:
-            rows = _rows(folder / "scores" / args.dataset)
-            table[name][label] = within_pair_auroc(rows[0], rows[1]) if rows is not None else None
+        rows = {name: _rows(folder / "scores" / args.dataset) for name, folder, _ in runs}
+        for name, r in rows.items():
+            table[name][label] = within_pair_auroc(r[0], r[1]) if r is not None else None
         lines.insert(3, f"| {label} | " + " | ".join(_fmt(table[n][label], "pct") for n, _, _ in runs) + " |")
-        controls = audio_blind_controls(scores_dir)
+        first = rows[runs[0][0]]  # the controls need no model: the first run's rows (read once)
+        controls = audio_blind_controls(first)
         if args.mixtures:
-            controls["frame_energy_within_pair"] = energy_control(scores_dir, args.mixtures)
+            controls["frame_energy_within_pair"] = energy_control(first, args.mixtures)
         lines += ["", "| control (no model) | frame AUROC (%) |", "| --- | --- |"]
         lines += [f"| {_CONTROLS.get(name, name)} | {_fmt(value, 'pct')} |" for name, value in controls.items()]
     (args.out / "comparison.md").write_text("\n".join(lines) + "\n")
@@ -186,9 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             ax.imshow(plt.imread(path))
             ax.set_title(name, fontsize=16)
             ax.axis("off")
-        fig.tight_layout()
-        fig.savefig(args.out / f"detection_{i}.png", dpi=80)
-        plt.close(fig)
+        save_figure(fig, args.out / f"detection_{i}.png", dpi=80)
     return 0
 
 

@@ -57,7 +57,7 @@ def test_perfect_run_beats_controls_and_table(tmp_path: Path) -> None:
     scores = _write_run(tmp_path / "good", perfect, EVENTS)
     _write_run(tmp_path / "bad", inverted, EVENTS)
 
-    controls = compare_runs.audio_blind_controls(scores)
+    controls = compare_runs.audio_blind_controls(compare_runs._rows(scores))
     # text only: "rain" is always on, every other text 25 % of its frames -> rain's frames rank first
     assert 0.5 < controls["text_only"] < 1.0
     assert 0.0 <= controls["position_only_within_pair"] <= 1.0

@@ -80,12 +80,8 @@ class RenderOptions:
                 f"--num-mixtures {self.num_mixtures} is above {MAX_SAMPLES:,} (sample keys have "
                 f"{shards.KEY_DIGITS} digits); render more with another --seed into another --out"
             )
-        for name, size in (
-            ("--shard-size", self.shard_size),
-            ("--audio-text-shard-size", self.audio_text_shard_size),
-        ):
-            if size is not None and size < 1:
-                raise ValueError(f"{name} must be >= 1, got {size}")
+        if self.audio_text_shard_size is not None and self.audio_text_shard_size < 1:  # --shard-size: above
+            raise ValueError(f"--audio-text-shard-size must be >= 1, got {self.audio_text_shard_size}")
         if shards.num_shards(self.num_mixtures, self.shard_size) > MAX_SHARDS:
             raise ValueError(
                 f"--num-mixtures {self.num_mixtures} / --shard-size {self.shard_size} makes more than "

@@ -20,6 +20,7 @@ from typing import Annotated, Any
 import yaml
 
 from model.config import FrontEndConfig
+from synth.bank import DTYPES as BANK_DTYPES
 from synth.spec import MixtureConfig
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,6 @@ PRECISIONS = ("auto", "bf16", "fp32")
 
 
 SOURCE_KINDS = ("shards", "online")
-BANK_DTYPES = ("int16", "float32")
 
 
 @dataclass(frozen=True)

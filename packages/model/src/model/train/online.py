@@ -26,6 +26,7 @@ import numpy as np
 
 from model.text_slots import normalize_text
 from model.train.config import BankConfig, SourceConfig
+from synth.bank import DTYPES as BANK_DTYPES
 from synth.bank import BankOptions, SourceBank, bank_rows, in_part, prepare_bank
 from synth.flac import quantize_pcm16
 from synth.paths import is_uri, local_path
@@ -285,9 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--manifest", required=True, help="source manifest (Parquet)")
     p.add_argument("--bank-dir", required=True, help="as data.bank.dir")
     p.add_argument("--split", default="train", choices=("train", "heldout"))
-    p.add_argument(
-        "--dtype", default=BankConfig.dtype, choices=("int16", "float32"), help="as data.bank.dtype"
-    )
+    p.add_argument("--dtype", default=BankConfig.dtype, choices=BANK_DTYPES, help="as data.bank.dtype")
     p.add_argument("--no-energy", action="store_true", help="as data.bank.energy=false")
     p.add_argument("--parts", type=int, default=1, help="as data.bank.parts")
     p.add_argument("--part", type=int, default=0, help="which part to build (node k of `parts` uses part k)")

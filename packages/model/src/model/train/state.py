@@ -121,11 +121,15 @@ def read_state(ckpt: Path) -> dict[str, Any]:
 
 def check_resume(saved: dict[str, Any], current: dict[str, Any], ckpt: Path) -> None:
     """Refuse to resume when the data stream could not continue exactly (ValueError naming the keys)."""
-    diffs = [
+    refuse_resume(ckpt, [
         f"{k}: checkpoint {saved.get(k)!r}, now {current[k]!r}"
         for k in RESUME_KEYS
         if saved.get(k) != current[k]
-    ]
+    ])  # fmt: skip
+
+
+def refuse_resume(ckpt: Path, diffs: list[str]) -> None:
+    """ValueError naming each difference that forbids resuming from `ckpt` (none: nothing)."""
     if diffs:
         raise ValueError(
             f"cannot resume from {ckpt}: the run differs in " + "; ".join(diffs)

@@ -142,16 +142,11 @@ def check_bank_resume(saved: dict[str, Any], cfg: TrainConfig, ckpt: Path) -> No
     if not (online(was) and online(now)):
         return
     old = was.get("bank", {})
-    diffs = [
+    ckpt_state.refuse_resume(ckpt, [
         f"data.bank.{k}: checkpoint {old.get(k)!r}, now {now['bank'][k]!r} ({why})"
         for k, why in (("parts", "which sources each rank mixes"), ("dtype", "the mixtures' audio"))
         if old.get(k) != now["bank"][k]
-    ]
-    if diffs:
-        raise ValueError(
-            f"cannot resume from {ckpt}: the run differs in " + "; ".join(diffs)
-            + ". Resume with the same settings, or start a new run with --init pointing at that checkpoint."
-        )  # fmt: skip
+    ])  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------ the recipe

@@ -37,9 +37,9 @@ class Hit:
     score: float
 
 
-def frame_similarities(view: IndexView, text_emb: np.ndarray) -> tuple[np.ndarray, list[tuple[str, FileEntry]], np.ndarray]:  # fmt: skip
-    """[N, K] similarities of all indexed frames with K normalised text embeddings, the files in row order and
-    each file's first row in the result."""
+def frame_similarities(view: IndexView, text_emb: np.ndarray) -> tuple[np.ndarray, list[tuple[str, FileEntry]], np.ndarray, np.ndarray]:  # fmt: skip
+    """[N, K] similarities of all indexed frames with K normalised text embeddings, the files in row order, each
+    file's first row in the result and its number of rows."""
     order = sorted(view.manifest.files.items(), key=lambda kv: (kv[1].segment, kv[1].row))
     counts = np.array([e.n_frames for _, e in order], dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if counts.size else counts
@@ -61,7 +61,7 @@ def frame_similarities(view: IndexView, text_emb: np.ndarray) -> tuple[np.ndarra
                 pos += e.n_frames
             continue
         pos += n
-    return sims, order, starts
+    return sims, order, starts, counts
 
 
 def median_filtered(row: np.ndarray, starts: np.ndarray, counts: np.ndarray, files: np.ndarray,
@@ -87,10 +87,9 @@ def search(view: IndexView, text_emb: np.ndarray, alpha: np.ndarray, beta: np.nd
         raise ValueError(f"method must be 'approximate' or 'unbiased', got {method!r}")
     if median_filter < 1 or median_filter % 2 == 0:
         raise ValueError(f"median filter size must be odd, got {median_filter}")
-    sims, order, starts = frame_similarities(view, text_emb)
+    sims, order, starts, counts = frame_similarities(view, text_emb)
     raw = frame_probability(torch.from_numpy(sims.T), torch.as_tensor(alpha, dtype=torch.float32),
                             torch.as_tensor(beta, dtype=torch.float32), method).numpy()  # fmt: skip
-    counts = np.array([e.n_frames for _, e in order], dtype=np.int64)
     root = view.manifest.root
     hop_s = view.manifest.frame_hop_s
     out = []
